@@ -1,0 +1,36 @@
+"""URL map: the console pages, the API under /api/v1, OpenAPI, health probes."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+
+from joinadmin import health, views
+from joins import api as joins_api
+from tokens import api as tokens_api
+
+api_patterns = [
+    path("join", joins_api.JoinView.as_view(), name="join"),
+    path("tokens", tokens_api.TokenListView.as_view(), name="token-list"),
+    path("tokens/<str:name>", tokens_api.TokenDetailView.as_view(), name="token-detail"),
+    path("join-attempts", joins_api.JoinAttemptListView.as_view(), name="attempt-list"),
+    path("join-attempts/<int:pk>", joins_api.JoinAttemptDetailView.as_view(), name="attempt-detail"),
+    path("hosts", joins_api.HostListView.as_view(), name="host-list"),
+    path("hosts/<str:host_id>", joins_api.HostDetailView.as_view(), name="host-detail"),
+    path("ca", joins_api.CAView.as_view(), name="ca"),
+]
+
+urlpatterns = [
+    path("api/v1/", include((api_patterns, "api"))),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("django-admin/", admin.site.urls),
+    path("accounts/login/", views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", views.LogoutView.as_view(), name="logout"),
+    path("", views.dashboard, name="dashboard"),
+    path("tokens/", include("tokens.urls")),
+    path("joins/", include("joins.urls")),
+    path("hosts/", include("joins.host_urls")),
+    path("audit/", include("audit.urls")),
+]

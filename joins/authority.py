@@ -1,0 +1,89 @@
+"""The cluster CA as stored in the database, loaded once per process.
+
+Every app server signs with the same CA: the first server to need one creates it, the unique
+"one active CA" constraint settles a race between servers, and the losers read the winner's row.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import load_pem_x509_certificate
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from joins.ca import HostCA, decrypt_private_key, encrypt_private_key, generate_host_ca
+from joins.models import CertificateAuthority
+
+_lock = threading.Lock()
+_cached: tuple[int, HostCA] | None = None
+
+TLS_PURPOSE = "joinadmin host CA / tls"
+SSH_PURPOSE = "joinadmin host CA / ssh"
+
+
+def _secret() -> str:
+    """The key-encryption secret: a dedicated variable if set, else the Django secret key."""
+    return os.environ.get("JOINADMIN_CA_KEY_SECRET") or settings.SECRET_KEY
+
+
+def get_host_ca() -> HostCA:
+    """The active CA, created on first use; cached for the life of the process."""
+    global _cached
+    row = CertificateAuthority.objects.filter(active=True).only("id").first()
+    if row is not None and _cached is not None and _cached[0] == row.pk:
+        return _cached[1]
+    with _lock:
+        if row is None:
+            row = _create_active_ca()
+        else:
+            row = CertificateAuthority.objects.get(pk=row.pk)
+        ca = HostCA(
+            tls_key=decrypt_private_key(row.tls_key_encrypted, _secret(), TLS_PURPOSE),
+            tls_cert=load_pem_x509_certificate(row.tls_cert_pem.encode()),
+            ssh_key=decrypt_private_key(row.ssh_key_encrypted, _secret(), SSH_PURPOSE),
+        )
+        _cached = (row.pk, ca)
+        return ca
+
+
+def _create_active_ca() -> CertificateAuthority:
+    ca = generate_host_ca(settings.CLUSTER_NAME, timezone.now())
+    try:
+        with transaction.atomic():
+            return CertificateAuthority.objects.create(
+                cluster_name=settings.CLUSTER_NAME,
+                tls_cert_pem=ca.tls_cert_pem,
+                tls_key_encrypted=encrypt_private_key(ca.tls_key, _secret(), TLS_PURPOSE),
+                ssh_public_key=ca.ssh_public_key,
+                ssh_key_encrypted=encrypt_private_key(ca.ssh_key, _secret(), SSH_PURPOSE),
+                active=True,
+            )
+    except IntegrityError:
+        # Another server created it between our read and our insert: use theirs.
+        return CertificateAuthority.objects.get(active=True)
+
+
+def public_ca_material() -> dict[str, list[str]]:
+    """The public halves of every CA that signed host credentials, newest first."""
+    get_host_ca()
+    rows = CertificateAuthority.objects.order_by("-id")
+    return {
+        "tls_ca_certs": [row.tls_cert_pem for row in rows],
+        "ssh_ca_keys": [row.ssh_public_key.strip() for row in rows],
+    }
+
+
+def ssh_public_key_of(ca: HostCA) -> str:
+    return ca.ssh_key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    ).decode()
+
+
+def reset_cache() -> None:
+    global _cached
+    with _lock:
+        _cached = None

@@ -1,0 +1,72 @@
+"""Shared fixtures: the personas every test suite signs in as.
+
+- `admin_user` / `admin_client`: member of joinadmin-admins (manages tokens and hosts)
+- `auditor_user` / `auditor_client`: member of joinadmin-auditors (reads everything)
+- `plain_user` / `plain_client`: signed in, but in neither group (every console page is 403)
+- `superuser`: Django superuser in no group (may do everything)
+
+The users have unusable passwords (nothing to hash, so fixtures stay fast); tests that need a
+password log in with one they set themselves. Each `*_client` is its own `Client`, so one test
+can act as several personas at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.test import Client
+
+from accounts.constants import ADMINS_GROUP, AUDITORS_GROUP
+from accounts.services import ensure_groups
+
+
+def _make_user(username: str, group: str | None = None, **extra: Any) -> Any:
+    ensure_groups()
+    user = get_user_model().objects.create_user(username=username, password=None, **extra)
+    if group is not None:
+        user.groups.add(Group.objects.get(name=group))
+    return user
+
+
+def _client_for(user: Any) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def admin_user(db: None) -> Any:
+    return _make_user("alice-admin", ADMINS_GROUP)
+
+
+@pytest.fixture
+def auditor_user(db: None) -> Any:
+    return _make_user("bob-auditor", AUDITORS_GROUP)
+
+
+@pytest.fixture
+def plain_user(db: None) -> Any:
+    return _make_user("carol-nogroup")
+
+
+@pytest.fixture
+def superuser(db: None) -> Any:
+    return _make_user("root", is_superuser=True, is_staff=True)
+
+
+@pytest.fixture
+def admin_client(admin_user: Any) -> Client:
+    return _client_for(admin_user)
+
+
+@pytest.fixture
+def auditor_client(auditor_user: Any) -> Client:
+    return _client_for(auditor_user)
+
+
+@pytest.fixture
+def plain_client(plain_user: Any) -> Client:
+    return _client_for(plain_user)

@@ -1,0 +1,131 @@
+"""`/api/v1/tokens`: list, create (JSON or YAML, one or many documents), get, replace, delete."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.parsers import BaseParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.permissions import ReadForAuditorsWriteForAdmins
+from joinadmin.api import error_response
+from joins.net import client_address
+from tokens.codecs import parse_tokens
+from tokens.models import Token
+from tokens.resource import ResourceError
+from tokens.services import (
+    TokenExistsError,
+    TokenNotFoundError,
+    delete_token,
+    import_tokens,
+    resource_snapshot,
+    save_token,
+)
+
+
+class RawBodyParser(BaseParser):
+    """Hands the body over untouched: the token codecs read JSON and YAML themselves."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):  # type: ignore[no-untyped-def]
+        return stream.read() if stream is not None else b""
+
+
+def token_json(token: Token) -> dict:
+    """The resource as tctl shows it, plus a read-only `status` block."""
+    data = resource_snapshot(token.to_resource())
+    data["status"] = {
+        "state": token.status,
+        "created": token.created_at.isoformat(),
+        "updated": token.updated_at.isoformat(),
+    }
+    return data
+
+
+def _resource_error(exc: ResourceError) -> Response:
+    return error_response(
+        "invalid_token_resource",
+        exc.message if hasattr(exc, "message") else str(exc),
+        details=[{"document": d.document, "field": d.field, "message": d.message}
+                 for d in exc.details],
+    )
+
+
+def _actor_meta(request: Request) -> dict:
+    from django.conf import settings
+
+    return {"via": "api", "remote_addr": client_address(request._request, settings.TRUSTED_PROXIES)}
+
+
+class TokenListView(APIView):
+    permission_classes = [ReadForAuditorsWriteForAdmins]
+    parser_classes = [RawBodyParser]
+
+    @extend_schema(summary="List tokens", responses={200: dict})
+    def get(self, request: Request) -> Response:
+        tokens = Token.objects.all()
+        return Response({"results": [token_json(t) for t in tokens], "next": None})
+
+    @extend_schema(
+        summary="Create tokens from JSON or YAML (one or many documents, all or nothing)",
+        parameters=[OpenApiParameter("force", bool, description="replace tokens that exist")],
+        request={"application/json": dict, "application/yaml": str},
+        responses={201: dict, 400: dict, 409: dict},
+    )
+    def post(self, request: Request) -> Response:
+        force = request.query_params.get("force", "").lower() in {"1", "true", "yes"}
+        try:
+            plan = import_tokens(request.data, actor=request.user, force=force, **_actor_meta(request))
+        except ResourceError as exc:
+            return _resource_error(exc)
+        except TokenExistsError as exc:
+            return error_response(exc.code, exc.message, status.HTTP_409_CONFLICT, names=exc.names)
+        tokens = {t.name: t for t in Token.objects.filter(name__in=[r.name for r in plan.resources])}
+        results = [token_json(tokens[r.name]) for r in plan.resources]
+        if len(results) == 1:
+            return Response(results[0], status=status.HTTP_201_CREATED)
+        return Response({"results": results, "next": None}, status=status.HTTP_201_CREATED)
+
+
+class TokenDetailView(APIView):
+    permission_classes = [ReadForAuditorsWriteForAdmins]
+    parser_classes = [RawBodyParser]
+
+    def _get(self, name: str) -> Token | None:
+        return Token.objects.filter(name=name).first()
+
+    @extend_schema(summary="Get a token", responses={200: dict, 404: dict})
+    def get(self, request: Request, name: str) -> Response:
+        token = self._get(name)
+        if token is None:
+            return error_response("not_found", f"no token named {name!r}", status.HTTP_404_NOT_FOUND)
+        return Response(token_json(token))
+
+    @extend_schema(summary="Create or replace a token", request={"application/json": dict},
+                   responses={200: dict, 201: dict, 400: dict})
+    def put(self, request: Request, name: str) -> Response:
+        try:
+            resources = parse_tokens(request.data)
+            if len(resources) != 1:
+                return error_response(
+                    "invalid_token_resource",
+                    f"PUT takes exactly one token document, got {len(resources)}",
+                    details=[],
+                )
+            token, created = save_token(resources[0], actor=request.user, force=True,
+                                        expected_name=name, **_actor_meta(request))
+        except ResourceError as exc:
+            return _resource_error(exc)
+        return Response(token_json(token),
+                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    @extend_schema(summary="Delete a token", responses={204: None, 404: dict})
+    def delete(self, request: Request, name: str) -> Response:
+        try:
+            delete_token(name, actor=request.user, **_actor_meta(request))
+        except TokenNotFoundError as exc:
+            return error_response(exc.code, exc.message, status.HTTP_404_NOT_FOUND)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,766 @@
+"""Reading and writing token resources: tctl YAML, JSON, Kubernetes manifests and Terraform.
+
+Pure Python, no Django. Input is untrusted (an upload, an API body, a file given to a command), so
+decoding is bounded and refuses what could hurt the server: more than `MAX_DOCUMENT_BYTES`,
+YAML anchors and aliases (the "billion laughs" expansion), duplicate keys (two `aws_account`
+lines, of which YAML would silently keep the last), deep nesting and non-standard YAML tags.
+
+Output is deterministic (stable key order, sorted labels) and round-trips: for every valid
+resource `r`, `parse_tokens(to_yaml([r])) == [r]`, and likewise for `to_json` and
+`to_kubernetes`. Account IDs are always written as quoted strings so that YAML keeps their
+leading zeros.
+
+Kubernetes: Teleport's operator takes `metadata.name` and `metadata.labels` from the object and
+the description from the `description` annotation; this module also keeps `metadata.expires` in
+an `expires` annotation (the operator's key for expiring resources), so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from tokens.constants import (
+    K8S_API_VERSION,
+    K8S_DESCRIPTION_ANNOTATION,
+    K8S_EXPIRES_ANNOTATION,
+    K8S_KIND,
+    K8S_LIST_KINDS,
+    RESOURCE_KIND,
+    RESOURCE_VERSION,
+    TERRAFORM_RESOURCE_TYPE,
+)
+from tokens.resource import (
+    FieldError,
+    ResourceError,
+    TokenResource,
+    field_name,
+    format_timestamp,
+    validate_resource,
+)
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "MAX_DOCUMENTS",
+    "MAX_DOCUMENT_BYTES",
+    "DecodeError",
+    "load_documents",
+    "parse_tokens",
+    "to_json",
+    "to_json_list",
+    "to_kubernetes",
+    "to_terraform",
+    "to_yaml",
+]
+
+MAX_DOCUMENT_BYTES = 1024 * 1024
+#: More tokens than this in one upload is a mistake or an attack, not a migration.
+MAX_DOCUMENTS = 1000
+#: A token resource is four levels deep; anything far deeper is not one.
+MAX_DEPTH = 32
+
+
+class DecodeError(ResourceError):
+    """The input could not be read as token documents (size, encoding, syntax, shape).
+
+    Same `code` as ResourceError so that callers answer both alike; `details` name the document.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+
+
+@dataclass
+class _Document:
+    """One decoded resource, already in tctl shape, and how to name its fields back to the user."""
+
+    obj: Any
+    renames: Mapping[str, str] = field(default_factory=dict)
+    #: Problems found while converting it (a malformed Kubernetes manifest); not validated then.
+    problems: list[FieldError] = field(default_factory=list)
+
+
+# Field paths of the tctl shape that a Kubernetes manifest spells differently.
+_K8S_RENAMES = {
+    "metadata.description": f"metadata.annotations.{K8S_DESCRIPTION_ANNOTATION}",
+    "metadata.expires": f"metadata.annotations.{K8S_EXPIRES_ANNOTATION}",
+}
+# Set by the Kubernetes API server or by tools; they carry no policy.
+_K8S_METADATA_IGNORED = (
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "finalizers",
+    "ownerReferences",
+    "selfLink",
+)
+
+
+def load_documents(data: str | bytes | Mapping[str, Any] | list[Any]) -> list[dict[str, Any]]:
+    """Decode JSON or YAML text into tctl-shaped token objects (not yet validated).
+
+    JSON is one object or an array of objects; YAML is one or many `---` documents (a document
+    may also be a list of objects). Empty YAML documents are skipped. Kubernetes
+    `TeleportProvisionToken` manifests, and `List`s of them, are converted to the tctl shape.
+    Already-decoded objects (e.g. a parsed JSON body) are accepted too. The result's positions
+    are the document numbers used in errors. Raises DecodeError.
+    """
+    documents = _load(data)
+    problems = [problem for document in documents for problem in document.problems]
+    if problems:
+        raise DecodeError(problems)
+    return [document.obj for document in documents]
+
+
+def parse_tokens(data: str | bytes | Mapping[str, Any] | list[Any]) -> list[TokenResource]:
+    """Decode and validate every document; raises ResourceError naming all problems of all.
+
+    An input without any document is refused: an empty upload is a mistake, not a no-op.
+    """
+    documents = _load(data)
+    if not documents:
+        raise DecodeError(
+            [FieldError(0, "", "no token resource found in the input; give at least one")]
+        )
+    resources: list[TokenResource] = []
+    problems: list[FieldError] = []
+    for index, document in enumerate(documents):
+        if document.problems:
+            problems.extend(document.problems)
+            continue
+        try:
+            resources.append(validate_resource(document.obj, index))
+        except ResourceError as exc:
+            problems.extend(_rename(detail, document.renames) for detail in exc.details)
+    if problems:
+        raise ResourceError(problems)
+    return resources
+
+
+def _rename(detail: FieldError, renames: Mapping[str, str]) -> FieldError:
+    for old, new in renames.items():
+        if detail.field == old or detail.field.startswith(old + "."):
+            return FieldError(detail.document, new + detail.field[len(old) :], detail.message)
+    return detail
+
+
+def _load(data: object) -> list[_Document]:
+    if isinstance(data, Mapping | list):
+        if _depth(data) > MAX_DEPTH:
+            raise _decode_error(0, f"the input is nested deeper than {MAX_DEPTH} levels")
+        return _expand_all(data if isinstance(data, list) else [data])
+    text = _text(data)
+    if not text.strip():
+        return []
+    if text.lstrip()[0] in "{[":
+        value = _load_json(text)
+        return _expand_all(value if isinstance(value, list) else [value])
+    return _expand_all(_load_yaml(text))
+
+
+def _text(data: object) -> str:
+    if isinstance(data, bytes | bytearray | memoryview):
+        raw = bytes(data)
+        if len(raw) > MAX_DOCUMENT_BYTES:
+            raise _too_large(len(raw))
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _decode_error(
+                0, f"the input is not UTF-8 text (invalid byte at offset {exc.start})"
+            ) from None
+    elif isinstance(data, str):
+        # A character is at least one byte, so only a short enough string needs encoding.
+        if len(data) > MAX_DOCUMENT_BYTES:
+            raise _too_large(len(data))
+        try:
+            size = len(data.encode("utf-8"))
+        except UnicodeEncodeError as exc:
+            raise _decode_error(
+                0, f"the input holds an invalid character (a lone surrogate at {exc.start})"
+            ) from None
+        if size > MAX_DOCUMENT_BYTES:
+            raise _too_large(size)
+        text = data
+    else:
+        raise _decode_error(0, f"cannot read token resources from {type(data).__name__}")
+    return text.removeprefix("\ufeff")
+
+
+def _too_large(size: int) -> DecodeError:
+    return _decode_error(
+        0,
+        f"the input is {size} bytes, more than the limit of {MAX_DOCUMENT_BYTES} bytes; "
+        "split it into several uploads",
+    )
+
+
+def _decode_error(document: int, message: str) -> DecodeError:
+    return DecodeError([FieldError(document, "", message)])
+
+
+def _load_json(text: str) -> Any:
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in items:
+            if key in out:
+                raise _DuplicateKeyError(key)
+            out[key] = value
+        return out
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        value = json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
+    except json.JSONDecodeError as exc:
+        raise _decode_error(
+            0,
+            f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno} (input that "
+            "starts with { or [ is read as JSON)",
+        ) from None
+    except _DuplicateKeyError as exc:
+        raise _decode_error(
+            0, f"the key {json.dumps(exc.key)} appears twice in one object; keep one"
+        ) from None
+    except ValueError as exc:
+        raise _decode_error(0, f"not valid JSON: {_value_problem(exc, 'JSON')}") from None
+    except RecursionError:
+        raise _decode_error(0, f"the input is nested deeper than {MAX_DEPTH} levels") from None
+    if _depth(value) > MAX_DEPTH:
+        raise _decode_error(0, f"the input is nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+class _DuplicateKeyError(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _depth(value: Any, level: int = 1) -> int:
+    if level > MAX_DEPTH:
+        return level
+    if isinstance(value, Mapping):
+        return max((_depth(v, level + 1) for v in value.values()), default=level)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level)
+    return level
+
+
+class _RefusedError(yaml.YAMLError):
+    def __init__(self, message: str, mark: yaml.Mark | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
+
+
+class _StrictConstructor(yaml.constructor.SafeConstructor):
+    """SafeConstructor that refuses duplicate keys and turns value errors into YAML errors."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, AttributeError, OverflowError, KeyError) as exc:
+            # PyYAML's constructors raise plain Python errors for values such as `!!int x`,
+            # a 31st of February or a 5000-digit number; they are input errors all the same.
+            raise _RefusedError(_value_problem(exc), node.start_mark) from None
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:
+                raise _RefusedError(
+                    "a mapping key must be a plain value, not a list or mapping",
+                    key_node.start_mark,
+                ) from None
+            if duplicate:
+                raise _RefusedError(
+                    f"the key {_shown_key(key)} appears twice in one mapping; keep one",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+# libyaml's parser is some twenty times faster than PyYAML's Python one, which matters at the
+# size limit; PyYAML's wheels ship it, the Python parser is the fallback.
+_Parser: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_StrictConstructor, _Parser):  # type: ignore[misc, valid-type]
+    """The safe loader of this module (parser from libyaml when available)."""
+
+
+_NULLS = ("", "~", "null", "Null", "NULL")
+
+
+def _scan(text: str) -> None:
+    """Refuse anchors, aliases, deep nesting and too many documents before building anything.
+
+    Aliases are refused outright rather than counted: a token never needs them, and refusing
+    them from the event stream means nothing is ever expanded (the "billion laughs").
+    """
+    loader: _Loader | None = None
+    depth, documents, current = 0, 0, 0
+    try:
+        # PyYAML's Python reader checks every character as it is built, so this can fail too.
+        loader = _Loader(text)
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.DocumentStartEvent):
+                current = documents
+                following = loader.peek_event()
+                empty = isinstance(following, yaml.ScalarEvent) and (
+                    following.implicit[0] and following.value in _NULLS
+                )
+                documents += 0 if empty else 1
+                if documents > MAX_DOCUMENTS:
+                    raise _too_many()
+            elif isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                raise _decode_error(
+                    current,
+                    _at(
+                        "YAML anchors and aliases (&name, *name) are not accepted, because they "
+                        "let a small file expand into a huge one; write the values out in full",
+                        event.start_mark,
+                    ),
+                )
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _decode_error(
+                        current,
+                        _at(
+                            f"the document is nested deeper than {MAX_DEPTH} levels",
+                            event.start_mark,
+                        ),
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError as exc:
+        raise _yaml_problem(exc, current) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _yaml_problem(exc: yaml.YAMLError, document: int) -> DecodeError:
+    if isinstance(exc, yaml.reader.ReaderError):
+        return _decode_error(
+            document,
+            f"not valid YAML: the character U+{exc.character:04X} at position {exc.position} "
+            "is not allowed in YAML text; remove it or write it as an escape in a "
+            "double-quoted string",
+        )
+    if isinstance(exc, _RefusedError):
+        return _decode_error(document, _at(exc.message, exc.mark))
+    if isinstance(exc, yaml.MarkedYAMLError):
+        problem = exc.problem or exc.context or "syntax error"
+        return _decode_error(document, _at(f"not valid YAML: {problem}", exc.problem_mark))
+    return _decode_error(document, f"not valid YAML: {exc}")
+
+
+def _value_problem(exc: Exception, language: str = "YAML") -> str:
+    text = str(exc)
+    if "Exceeds the limit" in text:
+        return "a number has too many digits"
+    if language == "JSON":
+        return text[:120]
+    return f"a value cannot be read as its YAML type ({text[:120]})"
+
+
+def _shown_key(key: Any) -> str:
+    return json.dumps(key) if isinstance(key, str) and len(key) <= 80 else field_name(key)
+
+
+def _load_yaml(text: str) -> list[Any]:
+    _scan(text)
+    values: list[Any] = []
+    loader = _Loader(text)
+    try:
+        while loader.check_data():
+            value = loader.get_data()
+            if value is not None:
+                values.append(value)
+    except yaml.YAMLError as exc:
+        raise _yaml_problem(exc, len(values)) from None
+    finally:
+        loader.dispose()
+    return values
+
+
+def _at(message: str, mark: yaml.Mark | None) -> str:
+    if mark is None:
+        return message
+    return f"{message} (line {mark.line + 1}, column {mark.column + 1})"
+
+
+def _too_many() -> DecodeError:
+    return _decode_error(
+        MAX_DOCUMENTS, f"more than {MAX_DOCUMENTS} documents in one input; split it"
+    )
+
+
+def _expand_all(values: list[Any]) -> list[_Document]:
+    """Flatten lists and Kubernetes Lists into documents, converting manifests to tctl shape."""
+    flat: list[Any] = []
+    for value in values:
+        flat.extend(value if isinstance(value, list) else [value])
+    documents: list[_Document] = []
+    for value in flat:
+        if isinstance(value, Mapping) and value.get("kind") in K8S_LIST_KINDS:
+            # A broken List wrapper is reported with its first item (or alone if it has none).
+            pending = _k8s_list_problems(value, len(documents))
+            items = value.get("items")
+            for item in items if isinstance(items, list) else []:
+                document = _from_kubernetes(item, len(documents))
+                document.problems[:0], pending = pending, []
+                documents.append(document)
+            if pending:
+                documents.append(_Document(value, problems=pending))
+        elif isinstance(value, Mapping) and (
+            "apiVersion" in value or value.get("kind") == K8S_KIND
+        ):
+            documents.append(_from_kubernetes(value, len(documents)))
+        else:
+            documents.append(_Document(value))
+        if len(documents) > MAX_DOCUMENTS:
+            raise _too_many()
+    return documents
+
+
+def _k8s_list_problems(value: Mapping[str, Any], document: int) -> list[FieldError]:
+    problems: list[FieldError] = []
+    kind = value.get("kind")
+    expected = "v1" if kind == "List" else K8S_API_VERSION
+    if value.get("apiVersion") != expected:
+        problems.append(
+            FieldError(document, "apiVersion", f"a {kind} needs apiVersion: {expected}")
+        )
+    if not isinstance(value.get("items"), list):
+        problems.append(FieldError(document, "items", f"a {kind} needs a list of items"))
+    for key in value:
+        if key not in ("apiVersion", "kind", "items", "metadata"):
+            problems.append(
+                FieldError(document, field_name(key), f"unknown field in a {kind}; remove it")
+            )
+    return problems
+
+
+def _from_kubernetes(value: Any, document: int) -> _Document:
+    """Turn a TeleportProvisionToken manifest into the tctl object Teleport's operator makes."""
+    problems: list[FieldError] = []
+    if not isinstance(value, Mapping):
+        problems.append(
+            FieldError(document, "", "a list item must be a TeleportProvisionToken mapping")
+        )
+        return _Document(value, problems=problems)
+    if value.get("apiVersion") != K8S_API_VERSION:
+        problems.append(
+            FieldError(
+                document,
+                "apiVersion",
+                f"must be {K8S_API_VERSION} for a {K8S_KIND}; Teleport has no other version of "
+                "this manifest",
+            )
+        )
+    if value.get("kind") != K8S_KIND:
+        problems.append(
+            FieldError(
+                document,
+                "kind",
+                f"a {K8S_API_VERSION} manifest must be of kind {K8S_KIND} to be a token",
+            )
+        )
+    for key in value:
+        if key not in ("apiVersion", "kind", "metadata", "spec", "status"):
+            problems.append(
+                FieldError(
+                    document,
+                    field_name(key),
+                    f"unknown field in a {K8S_KIND}; it takes apiVersion, kind, metadata and "
+                    "spec: remove it",
+                )
+            )
+    raw_meta = value.get("metadata")
+    metadata: dict[str, Any] = {}
+    if raw_meta is not None and not isinstance(raw_meta, Mapping):
+        problems.append(FieldError(document, "metadata", "must be a mapping"))
+    elif raw_meta is not None:
+        for key, item in raw_meta.items():
+            if key in ("name", "labels"):
+                metadata[key] = item
+            elif key == "annotations":
+                _k8s_annotations(item, document, metadata, problems)
+            elif key not in _K8S_METADATA_IGNORED:
+                problems.append(
+                    FieldError(
+                        document,
+                        f"metadata.{field_name(key)}",
+                        "not supported for a token; set metadata.name, labels and annotations only"
+                        if key != "generateName"
+                        else "generated names are not supported; set metadata.name",
+                    )
+                )
+    if problems:
+        return _Document(value, problems=problems)
+    converted: dict[str, Any] = {
+        "kind": RESOURCE_KIND,
+        "version": RESOURCE_VERSION,
+        "metadata": metadata,
+    }
+    if "spec" in value:
+        converted["spec"] = value["spec"]
+    return _Document(converted, _K8S_RENAMES)
+
+
+def _k8s_annotations(
+    value: Any, document: int, metadata: dict[str, Any], problems: list[FieldError]
+) -> None:
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        problems.append(FieldError(document, "metadata.annotations", "must be a mapping"))
+        return
+    # Other annotations belong to Kubernetes tooling (kubectl, Argo CD, ...), not to the token.
+    if K8S_DESCRIPTION_ANNOTATION in value:
+        metadata["description"] = value[K8S_DESCRIPTION_ANNOTATION]
+    if K8S_EXPIRES_ANNOTATION in value:
+        metadata["expires"] = value[K8S_EXPIRES_ANNOTATION]
+
+
+# --------------------------------------------------------------------------------------------
+# YAML and JSON
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block-style YAML that never emits anchors (our own loader refuses them)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style: str | None = None
+    if "\n" in value:
+        style = "|"
+    elif dumper.resolve(yaml.ScalarNode, value, (True, False)) != "tag:yaml.org,2002:str":
+        # "111111111111", "yes", "2030-01-01T00:00:00Z" would read back as other types.
+        style = '"'
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def _dump_yaml(obj: Any) -> str:
+    return yaml.dump(
+        obj,
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=1_000_000,
+    )
+
+
+def to_yaml(resources: Sequence[TokenResource] | TokenResource) -> str:
+    """tctl YAML, one document per token, `---` between documents (what `tctl get` writes)."""
+    if isinstance(resources, TokenResource):
+        resources = [resources]
+    return "---\n".join(_dump_yaml(resource.to_dict()) for resource in resources)
+
+
+def to_json(resource: TokenResource) -> str:
+    """One resource object (`kind`, `version`, `metadata`, `spec`) as indented JSON."""
+    return json.dumps(resource.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+
+def to_json_list(resources: Sequence[TokenResource]) -> str:
+    """An array of resource objects, which `parse_tokens` reads back."""
+    return json.dumps([r.to_dict() for r in resources], indent=2, ensure_ascii=False) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Kubernetes
+
+_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_K8S_LABEL_PART = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+
+
+def to_kubernetes(resource: TokenResource) -> str:
+    """A `TeleportProvisionToken` manifest for Teleport's Kubernetes operator.
+
+    Kubernetes is stricter than Teleport about names and labels; when this token's would be
+    refused by the API server the manifest starts with a comment saying so, and the values are
+    kept as they are (renaming silently would make a different token).
+    """
+    metadata: dict[str, Any] = {"name": resource.name}
+    if resource.labels:
+        metadata["labels"] = dict(resource.labels)
+    annotations: dict[str, str] = {}
+    if resource.description:
+        annotations[K8S_DESCRIPTION_ANNOTATION] = resource.description
+    if resource.expires is not None:
+        annotations[K8S_EXPIRES_ANNOTATION] = format_timestamp(resource.expires)
+    if annotations:
+        metadata["annotations"] = annotations
+    manifest = {
+        "apiVersion": K8S_API_VERSION,
+        "kind": K8S_KIND,
+        "metadata": metadata,
+        "spec": resource.to_dict()["spec"],
+    }
+    warnings = "".join(f"# warning: {line}\n" for line in _kubernetes_warnings(resource))
+    return warnings + _dump_yaml(manifest)
+
+
+def _kubernetes_warnings(resource: TokenResource) -> list[str]:
+    warnings = []
+    if len(resource.name) > 253 or not _K8S_NAME.fullmatch(resource.name):
+        warnings.append(
+            "Kubernetes accepts only lower-case letters, digits, '-' and '.' in metadata.name; "
+            "this name will be refused"
+        )
+    for key, value in resource.labels.items():
+        prefix, _, name = key.rpartition("/")
+        key_ok = (
+            0 < len(name) <= 63
+            and bool(_K8S_LABEL_PART.fullmatch(name))
+            and (not prefix or (len(prefix) <= 253 and bool(_K8S_NAME.fullmatch(prefix))))
+        )
+        value_ok = len(value) <= 63 and bool(_K8S_LABEL_PART.fullmatch(value))
+        if not (key_ok and value_ok):
+            warnings.append(f"label {json.dumps(key)} will be refused by Kubernetes")
+    return warnings
+
+
+# --------------------------------------------------------------------------------------------
+# Terraform
+
+
+class _QuotedKeys(dict[str, Any]):
+    """An HCL map whose keys are written as strings (label keys hold '/' and '.')."""
+
+
+def to_terraform(resource: TokenResource) -> str:
+    """A `teleport_provision_token` resource block for Teleport's Terraform provider."""
+    data = resource.to_dict()
+    metadata: dict[str, Any] = dict(data["metadata"])
+    if "labels" in metadata:
+        metadata["labels"] = _QuotedKeys(metadata["labels"])
+    lines = [f'resource "{TERRAFORM_RESOURCE_TYPE}" "{_terraform_id(resource.name)}" {{']
+    lines += _hcl_attributes([("version", data["version"]), ("metadata", metadata)], 1)
+    lines.append("")
+    lines += _hcl_attributes([("spec", data["spec"])], 1)
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _terraform_id(name: str) -> str:
+    """The block label: Terraform allows letters, digits, '_' and '-', not a leading digit."""
+    ident = re.sub(r"[^A-Za-z0-9_-]", "_", name)
+    return ident if re.match(r"[A-Za-z_]", ident) else f"token_{ident}"
+
+
+def _hcl_attributes(items: list[tuple[str, Any]], level: int, quoted: bool = False) -> list[str]:
+    """`key = value` lines, aligning `=` across neighbouring one-line values as terraform fmt."""
+    pad = "  " * level
+    out: list[str] = []
+    group: list[tuple[str, str]] = []
+
+    def flush() -> None:
+        width = max((len(key) for key, _ in group), default=0)
+        out.extend(f"{pad}{key.ljust(width)} = {text}" for key, text in group)
+        group.clear()
+
+    for key, value in items:
+        shown = _hcl_string(key) if quoted else key
+        rendered = _hcl_value(value, level)
+        if len(rendered) == 1:
+            group.append((shown, rendered[0]))
+            continue
+        flush()
+        out.append(f"{pad}{shown} = {rendered[0]}")
+        out.extend(rendered[1:])
+    flush()
+    return out
+
+
+def _hcl_value(value: Any, level: int) -> list[str]:
+    pad = "  " * level
+    if isinstance(value, str):
+        return [_hcl_string(value)]
+    if isinstance(value, Mapping):
+        body = _hcl_attributes(
+            list(value.items()), level + 1, quoted=isinstance(value, _QuotedKeys)
+        )
+        return ["{", *body, f"{pad}}}"]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        inline = "[" + ", ".join(_hcl_string(item) for item in value) + "]"
+        if len(inline) <= 80:
+            return [inline]
+        return ["[", *(f"{pad}  {_hcl_string(item)}," for item in value), f"{pad}]"]
+    if isinstance(value, list):
+        lines = ["["]
+        for item in value:
+            first, *rest = _hcl_value(item, level + 1)
+            if not rest:
+                lines.append(f"{pad}  {first},")
+                continue
+            lines.append(f"{pad}  {first}")
+            lines.extend(rest[:-1])
+            lines.append(rest[-1] + ",")
+        lines.append(f"{pad}]")
+        return lines
+    raise TypeError(f"no HCL form for {type(value).__name__}")
+
+
+_HCL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _hcl_string(text: str) -> str:
+    """A quoted HCL string whose value is exactly `text` (no interpolation, no directives)."""
+    out = []
+    for char in text:
+        if char in _HCL_ESCAPES:
+            out.append(_HCL_ESCAPES[char])
+        elif ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    # `${` and `%{` start template sequences; doubling the sigil makes them literal.
+    escaped = "".join(out).replace("${", "$${").replace("%{", "%%{")
+    return f'"{escaped}"'
+
+
+def _yaml_one(resource: TokenResource) -> str:
+    return to_yaml([resource])
+
+
+#: Export formats by the name commands and views use: (media type, file extension, renderer).
+#: The extension has no leading dot.
+EXPORT_FORMATS: dict[str, tuple[str, str, Callable[[TokenResource], str]]] = {
+    "yaml": ("application/yaml", "yaml", _yaml_one),
+    "json": ("application/json", "json", to_json),
+    "k8s": ("application/yaml", "k8s.yaml", to_kubernetes),
+    "terraform": ("text/plain", "tf", to_terraform),
+}
