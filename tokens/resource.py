@@ -86,9 +86,20 @@ class ResourceError(Exception):
     """
 
     code = "invalid_token_resource"
+    #: A hostile input can hold a million mistakes; the first ones are enough to act on.
+    max_details = 100
 
     def __init__(self, details: Sequence[FieldError], message: str | None = None) -> None:
-        self.details: list[FieldError] = list(details)
+        self.details: list[FieldError] = list(details[: self.max_details])
+        if len(details) > self.max_details:
+            hidden = len(details) - self.max_details
+            self.details.append(
+                FieldError(
+                    details[self.max_details].document,
+                    "",
+                    f"{hidden} more problems are not listed; fix the ones above first",
+                )
+            )
         self.message = message or _summarise(self.details)
         super().__init__(self.message)
 

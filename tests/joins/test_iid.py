@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pyasn1.codec.der import decoder as der_decoder
 from pyasn1.codec.der import encoder as der_encoder
+from pyasn1.type import univ
 from pyasn1_modules import rfc5652
 
 from joins import iid_cms
@@ -441,6 +442,99 @@ def test_algorithm_protection_naming_another_signature_algorithm_is_refused(sign
     )
 
     assert refusal(blob, signer_store).code == "iid_signature_invalid"
+
+
+def test_a_signed_content_type_other_than_data_is_refused(signer, signer_store):
+    blob = signer.sign(make_document(), signed_content_type="1.2.840.113549.1.7.2")
+
+    assert refusal(blob, signer_store).code == "iid_signature_invalid"
+
+
+def test_signed_attributes_out_of_der_order_are_refused(signer, signer_store):
+    blob = signer.sign(make_document(), sorted_attributes=False)
+
+    assert refusal(blob, signer_store).code == "iid_malformed"
+
+
+def test_an_unknown_signed_attribute_is_an_unsupported_form(signer, signer_store):
+    extra = [("1.2.840.113549.1.9.16.2.47", univ.OctetString(b"not used by AWS"))]
+
+    blob = signer.sign(make_document(), extra_signed_attributes=extra)
+
+    assert refusal(blob, signer_store).code == "iid_unsupported_form"
+
+
+def test_a_repeated_signed_attribute_is_malformed(signer, signer_store):
+    second_digest = [(str(rfc5652.id_messageDigest), univ.OctetString(bytes(32)))]
+
+    blob = signer.sign(make_document(), extra_signed_attributes=second_digest)
+
+    assert refusal(blob, signer_store).code == "iid_malformed"
+
+
+def with_signer_infos(binary: bytes, change: Any) -> bytes:
+    """The sample with its DER SignerInfos decoded by pyasn1, changed, and put back.
+
+    The layers around them have indefinite lengths, so nothing else needs adjusting.
+    """
+    envelope = iid_cms.parse_envelope(binary)
+    start = binary.index(b"\x31\x82", binary.index(envelope.content) + len(envelope.content))
+    infos, _ = der_decoder.decode(binary[start:-6], asn1Spec=rfc5652.SignerInfos())
+    change(infos)
+    return binary[:start] + der_encoder.encode(infos) + binary[-6:]
+
+
+def add_unsigned_attribute(infos: Any) -> None:
+    attribute = rfc5652.Attribute()
+    attribute["attrType"] = rfc5652.id_countersignature
+    attribute["attrValues"].append(univ.Any(der_encoder.encode(univ.OctetString(b"x"))))
+    infos[0]["unsignedAttrs"].append(attribute)
+
+
+def add_second_signer(infos: Any) -> None:
+    infos.append(infos[0])
+
+
+def name_signer_by_key_identifier(infos: Any) -> None:
+    infos[0]["version"] = 3
+    infos[0]["sid"]["subjectKeyIdentifier"] = b"\x01" * 20
+
+
+STRUCTURES = {
+    "an unsigned attribute": add_unsigned_attribute,
+    "a second signer": add_second_signer,
+    "a signer named by key identifier": name_signer_by_key_identifier,
+}
+
+
+@pytest.mark.parametrize("change", STRUCTURES.values(), ids=STRUCTURES.keys())
+def test_a_sample_restructured_outside_its_signature_is_an_unsupported_form(change, store):
+    binary = with_signer_infos(sample_binary(RSA_SAMPLES[0]), change)
+
+    assert refusal(base64.b64encode(binary).decode(), store).code == "iid_unsupported_form"
+
+
+def test_the_restructuring_helper_keeps_an_unchanged_sample_valid(store):
+    binary = with_signer_infos(sample_binary(RSA_SAMPLES[0]), lambda infos: None)
+
+    assert binary == sample_binary(RSA_SAMPLES[0])
+
+
+@pytest.mark.parametrize("suffix", [b"\x00", b"\x00\x00", b"\x05\x00", b"garbage"], ids=repr)
+def test_bytes_after_the_structure_are_malformed(suffix, store):
+    binary = sample_binary(RSA_SAMPLES[0]) + suffix
+
+    assert refusal(base64.b64encode(binary).decode(), store).code == "iid_malformed"
+
+
+def test_a_length_written_longer_than_needed_is_malformed(store):
+    binary = sample_binary(RSA_SAMPLES[0])
+    content = iid_cms.parse_envelope(binary).content
+    header = b"\x04\x82" + len(content).to_bytes(2, "big")
+    padded = binary.replace(header, b"\x04\x83\x00" + len(content).to_bytes(2, "big"), 1)
+
+    assert padded != binary
+    assert refusal(base64.b64encode(padded).decode(), store).code == "iid_malformed"
 
 
 BAD_FIELDS: dict[str, dict[str, Any]] = {

@@ -191,6 +191,9 @@ class IIDSigner:
         algorithm_protection: bool = True,
         signature_algorithm: SignatureAlgorithm = "sha256WithRSAEncryption",
         protected_signature_algorithm: SignatureAlgorithm | None = None,
+        signed_content_type: str | None = None,
+        extra_signed_attributes: Sequence[tuple[str, Any]] = (),
+        sorted_attributes: bool = True,
         certificates: Sequence[x509.Certificate] = (),
         encoding: Literal["ber", "der"] = "ber",
     ) -> bytes:
@@ -200,7 +203,9 @@ class IIDSigner:
         the legitimate variants a verifier must accept (`der`, `rsaEncryption`, fewer optional
         attributes) and the hostile ones it must refuse (embedded `certificates`, a key of the
         wrong region, a signing time outside the certificate, an algorithm-protection attribute
-        naming another signature algorithm than the one used).
+        naming another signature algorithm than the one used, a `signed_content_type` other than
+        id-data, `extra_signed_attributes` as (dotted OID, pyasn1 value) pairs, signed
+        attributes out of DER order).
         """
         content = document if isinstance(document, bytes) else document_bytes(document)
         if region is None:
@@ -210,7 +215,8 @@ class IIDSigner:
         key, certificate = _authority(self.authority, region)
         signature_oid = _SIGNATURE_OIDS[signature_algorithm]
 
-        attributes = [_attribute(rfc5652.id_contentType, rfc5652.id_data)]
+        content_type = univ.ObjectIdentifier(signed_content_type or str(rfc5652.id_data))
+        attributes = [_attribute(rfc5652.id_contentType, content_type)]
         if include_signing_time:
             when = rfc5652.SigningTime()
             stamp = _utc_seconds(signing_time).strftime("%y%m%d%H%M%SZ")
@@ -225,13 +231,21 @@ class IIDSigner:
             attributes.append(_attribute(rfc6211.id_aa_cmsAlgorithmProtect, protection))
         digest = rfc5652.MessageDigest(hashlib.sha256(content).digest())
         attributes.append(_attribute(rfc5652.id_messageDigest, digest))
+        for oid, value in extra_signed_attributes:
+            attributes.append(_attribute(univ.ObjectIdentifier(oid), value))
 
-        # The signature covers the attributes' DER as a SET OF; the signer info carries them
-        # under [0]. The DER encoder sorts both the same way.
+        # The signature covers the attributes' DER as a SET OF (sorted encodings); the signer
+        # info carries the same bytes under [0].
         to_sign = rfc5652.SignedAttributes()
         for attribute in attributes:
             to_sign.append(attribute)
-        signed_der = der_encoder.encode(to_sign)
+        der_set = der_encoder.encode(to_sign)
+        encodings = sorted(der_encoder.encode(attribute) for attribute in attributes)
+        if _tlv(0x31, b"".join(encodings)) != der_set:
+            raise AssertionError("the signed attributes do not sort as DER requires")
+        if not sorted_attributes:
+            encodings.reverse()
+        signed_der = _tlv(0x31, b"".join(encodings))
         signature = key.sign(signed_der, padding.PKCS1v15(), hashes.SHA256())
 
         issuer, _ = der_decoder.decode(certificate.issuer.public_bytes(), asn1Spec=rfc5280.Name())
@@ -245,8 +259,11 @@ class IIDSigner:
         signer["signatureAlgorithm"] = _algorithm(signature_oid)
         signer["signature"] = signature
         signer_der = der_encoder.encode(signer)
-        if b"\xa0" + signed_der[1:] not in signer_der:
+        if b"\xa0" + der_set[1:] not in signer_der:
             raise AssertionError("signed attributes were encoded differently twice")
+        signer_der = signer_der.replace(b"\xa0" + der_set[1:], b"\xa0" + signed_der[1:])
+        if encoding == "der" and not sorted_attributes:
+            raise ValueError("unsorted attributes are only written in the BER layout")
 
         digest_algorithms = rfc5652.DigestAlgorithmIdentifiers()
         digest_algorithms.append(_algorithm(rfc4055.id_sha256))

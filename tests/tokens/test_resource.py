@@ -853,3 +853,14 @@ def test_to_dict_is_the_tctl_object_in_a_stable_order() -> None:
     assert list(data) == ["kind", "version", "metadata", "spec"]
     assert list(data["metadata"]["labels"]) == ["a", "z"]
     assert validate_resource(data) == resource
+
+
+def test_a_flood_of_problems_is_cut_short_with_a_count_of_the_rest() -> None:
+    obj = token(**{"spec.roles": ["Node"] * 500})
+
+    found = problems(obj)
+
+    assert len(found) == ResourceError.max_details + 1
+    assert found[-1] == FieldError(
+        3, "", "399 more problems are not listed; fix the ones above first"
+    )
