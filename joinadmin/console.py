@@ -111,7 +111,8 @@ def _cursor(value: str | None) -> int | None:
         number = int(value or "")
     except ValueError:
         return None
-    return number if number > 0 else None
+    # Outside a 64-bit key a cursor is garbage, and would overflow the database's parameter.
+    return number if 0 < number < 2**63 else None
 
 
 @dataclass(frozen=True)
@@ -131,16 +132,16 @@ class KeysetPage:
         """Query strings of the Newest, Newer and Older links that keep `params`."""
         return {
             "newest": None if self.is_first else query_string(params),
-            "newer": query_string(params, after=self.newer) if self.newer else None,
-            "older": query_string(params, before=self.older) if self.older else None,
+            "newer": None if self.newer is None else query_string(params, after=self.newer),
+            "older": None if self.older is None else query_string(params, before=self.older),
         }
 
 
 def keyset_page(queryset: QuerySet[M], request_params: Mapping[str, Any], size: int) -> KeysetPage:
     """The page of `queryset` that `?before=<id>` or `?after=<id>` asks for (newest first).
 
-    At most three short queries: the page itself (one row more than shown, to learn whether
-    another page follows) and one `EXISTS` for the other direction.
+    At most two short queries: the page itself (one row more than shown, to learn whether
+    another page follows in that direction) and one `EXISTS` for the other direction.
     """
     before = _cursor(request_params.get("before"))
     after = _cursor(request_params.get("after"))
@@ -162,13 +163,13 @@ def keyset_page(queryset: QuerySet[M], request_params: Mapping[str, Any], size: 
     fetched = list(page_qs[: size + 1])
     has_older = len(fetched) > size
     rows = fetched[:size]
-    has_newer = False
+    newer = None
     if before is not None:
         newest = rows[0].pk if rows else before - 1
-        has_newer = queryset.filter(pk__gt=newest).exists()
+        newer = newest if queryset.filter(pk__gt=newest).exists() else None
     return KeysetPage(
         rows=rows,
-        newer=(rows[0].pk if rows else before - 1) if has_newer and before else None,
+        newer=newer,
         older=rows[-1].pk if has_older and rows else None,
-        is_first=not has_newer,
+        is_first=newer is None,
     )

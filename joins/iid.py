@@ -330,7 +330,7 @@ def _read_fields(content: bytes) -> tuple[dict[str, Any], str, str, str, datetim
     try:
         document = json.loads(
             content.decode("utf-8"),
-            
+            object_pairs_hook=_unique_keys,
             parse_constant=_refuse_constant,
         )
     except (UnicodeDecodeError, ValueError, RecursionError):

@@ -245,9 +245,22 @@ def _check_pending_time(trace: _Trace, document: IdentityDocument, token: TokenR
                              f"within aws_iid_ttl {token.aws_iid_ttl}")
 
 
+def rule_account(rule: AllowRule) -> str:
+    """The account a rule admits: `aws_account`, else the account of its `aws_role` ARN.
+
+    Teleport lets a role-only rule match any account; we read the role's account instead, since
+    that role can only describe instances of its own account anyway.
+    """
+    if rule.aws_account:
+        return rule.aws_account
+    parts = rule.aws_role.split(":")
+    return parts[4] if len(parts) > 4 else ""
+
+
 def rule_matches(rule: AllowRule, document: IdentityDocument) -> bool:
-    """Teleport's rule: account empty or equal, regions empty or containing the region."""
-    account_ok = not rule.aws_account or rule.aws_account == document.account_id
+    """Account equal (see `rule_account`), regions empty or containing the document's region."""
+    account = rule_account(rule)
+    account_ok = not account or account == document.account_id
     region_ok = not rule.aws_regions or document.region in rule.aws_regions
     return account_ok and region_ok
 

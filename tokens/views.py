@@ -122,7 +122,9 @@ def token_download(request: HttpRequest, name: str, fmt: str) -> HttpResponse:
         raise Http404("unknown format")
     token = get_object_or_404(Token, name=name)
     media_type, extension, render_text = EXPORT_FORMATS[fmt]
-    response = HttpResponse(render_text(token.to_resource()), content_type=media_type)
+    response = HttpResponse(
+        render_text(token.to_resource()), content_type=f"{media_type}; charset=utf-8"
+    )
     # Valid names are already header-safe; the substitution guards rows written some other way.
     filename = re.sub(r"[^A-Za-z0-9._-]", "_", token.name) or "token"
     response["Content-Disposition"] = f'attachment; filename="{filename}.{extension}"'

@@ -101,6 +101,14 @@ def test_pages_go_older_and_newer_by_id_keeping_filters(
     assert "Older</span>" in last
 
 
+@pytest.mark.parametrize("cursor", ["before=abc", "after=-5", f"before={10**30}", "after=0"])
+def test_a_garbled_cursor_shows_the_newest_page(auditor_client: Client, cursor: str):
+    newest = make_attempt()
+    response = auditor_client.get(f"/joins/?{cursor}")
+    assert response.status_code == 200
+    assert attempt_ids(response.content.decode()) == [newest.pk]
+
+
 def test_the_history_never_counts_the_table(auditor_client: Client):
     for _ in range(5):
         make_attempt()

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from pyasn1.codec.der import decoder as der_decoder
 from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.type import univ
-from pyasn1_modules import rfc5652
+from pyasn1_modules import rfc4055, rfc5652
 
 from joins import iid_cms
 from joins.iid import (
@@ -346,8 +346,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "as AWS writes them": {},
     "in DER": {"encoding": "der"},
     "signed with rsaEncryption": {"signature_algorithm": "rsaEncryption"},
-    "without signing time": {"include_signing_time": False},
-    "without algorithm protection": {"algorithm_protection": False},
+    "without signing time": {"leave_out": ["signingTime"]},
+    "without algorithm protection": {"leave_out": ["algorithmProtection"]},
 }
 
 
@@ -373,7 +373,7 @@ def test_the_test_signers_documents_verify(options, signer, signer_store):
         instance_type=content["instanceType"],
         private_ip=content["privateIp"],
         architecture="x86_64",
-        signing_time=None if options.get("include_signing_time") is False else signed_at,
+        signing_time=None if "signingTime" in options.get("leave_out", ()) else signed_at,
         raw=content,
     )
 
@@ -450,6 +450,15 @@ def test_a_signed_content_type_other_than_data_is_refused(signer, signer_store):
     assert refusal(blob, signer_store).code == "iid_signature_invalid"
 
 
+@pytest.mark.parametrize("attribute", ["contentType", "messageDigest"])
+def test_a_document_without_a_mandatory_signed_attribute_is_malformed(
+    attribute, signer, signer_store
+):
+    blob = signer.sign(make_document(), leave_out=[attribute])
+
+    assert refusal(blob, signer_store).code == "iid_malformed"
+
+
 def test_signed_attributes_out_of_der_order_are_refused(signer, signer_store):
     blob = signer.sign(make_document(), sorted_attributes=False)
 
@@ -514,6 +523,17 @@ def test_a_sample_restructured_outside_its_signature_is_an_unsupported_form(chan
     assert refusal(base64.b64encode(binary).decode(), store).code == "iid_unsupported_form"
 
 
+def test_a_signer_digest_algorithm_encoded_unlike_the_announced_one_is_malformed(store):
+    def drop_null_parameters(infos: Any) -> None:
+        algorithm = rfc5652.DigestAlgorithmIdentifier()
+        algorithm["algorithm"] = rfc4055.id_sha256
+        infos[0]["digestAlgorithm"] = algorithm
+
+    binary = with_signer_infos(sample_binary(RSA_SAMPLES[0]), drop_null_parameters)
+
+    assert refusal(base64.b64encode(binary).decode(), store).code == "iid_malformed"
+
+
 def test_the_restructuring_helper_keeps_an_unchanged_sample_valid(store):
     binary = with_signer_infos(sample_binary(RSA_SAMPLES[0]), lambda infos: None)
 
@@ -565,7 +585,7 @@ BAD_CONTENT = {
     "a JSON array": b"[1, 2]",
     "not UTF-8": b'{"accountId": "\xff"}',
     "a repeated key": document_bytes(make_document())[:-2] + b',\n  "region" : "us-east-1"\n}',
-    "NaN": b'{"accountId": NaN}',
+    "NaN": document_bytes(make_document())[:-2] + b',\n  "spare" : NaN\n}',
     "deep nesting": b"[" * 5000 + b"]" * 5000,
     "nothing": b"",
 }

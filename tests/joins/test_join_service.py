@@ -329,3 +329,11 @@ def test_it_rate_limits_a_source_address(client, world, settings):
     assert int(codes[2]["Retry-After"]) >= 1
     assert JoinAttempt.objects.filter(error="rate_limited", remote_addr="192.0.2.7").count() == 1
     assert post_join(client, b"{}", REMOTE_ADDR="192.0.2.8").status_code == 400
+
+
+def test_a_role_only_rule_admits_only_the_roles_account(client, world, at_launch):
+    instance = world.launch()
+    make_token(allow=[{"aws_role": OTHER_ROLE}])
+    attempt = assert_refused(post_join(client, world.body("ec2-token", world.document(instance))),
+                             403, "no_matching_rule")
+    assert OTHER_ACCOUNT not in attempt.message

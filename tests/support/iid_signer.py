@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -40,6 +40,8 @@ DEFAULT_INSTANCE_ID = "i-0123456789abcdef0"
 CERT_NOT_BEFORE = datetime(2000, 1, 1, tzinfo=UTC)
 CERT_NOT_AFTER = datetime(2199, 12, 31, tzinfo=UTC)
 
+# The signed attributes AWS writes, by the names `leave_out` takes.
+ATTRIBUTE_NAMES = ("contentType", "signingTime", "algorithmProtection", "messageDigest")
 SignatureAlgorithm = Literal["sha256WithRSAEncryption", "rsaEncryption"]
 _SIGNATURE_OIDS = {
     "sha256WithRSAEncryption": rfc4055.sha256WithRSAEncryption,
@@ -187,8 +189,7 @@ class IIDSigner:
         *,
         region: str | None = None,
         signing_time: datetime | None = None,
-        include_signing_time: bool = True,
-        algorithm_protection: bool = True,
+        leave_out: Collection[str] = (),
         signature_algorithm: SignatureAlgorithm = "sha256WithRSAEncryption",
         protected_signature_algorithm: SignatureAlgorithm | None = None,
         signed_content_type: str | None = None,
@@ -200,12 +201,13 @@ class IIDSigner:
         """The binary PKCS#7 for `document` (a dict, or raw content bytes).
 
         `region` picks the signing key (default: the document's region). The other options make
-        the legitimate variants a verifier must accept (`der`, `rsaEncryption`, fewer optional
-        attributes) and the hostile ones it must refuse (embedded `certificates`, a key of the
-        wrong region, a signing time outside the certificate, an algorithm-protection attribute
-        naming another signature algorithm than the one used, a `signed_content_type` other than
-        id-data, `extra_signed_attributes` as (dotted OID, pyasn1 value) pairs, signed
-        attributes out of DER order).
+        the legitimate variants a verifier must accept (`der`, `rsaEncryption`, `leave_out` the
+        optional signingTime or algorithmProtection) and the hostile ones it must refuse:
+        embedded `certificates`, a key of the wrong region, a signing time outside the
+        certificate, an algorithm protection naming another signature algorithm than the one
+        used, a `signed_content_type` other than id-data, `leave_out` a mandatory attribute,
+        `extra_signed_attributes` as (dotted OID, pyasn1 value) pairs, attributes out of DER
+        order.
         """
         content = document if isinstance(document, bytes) else document_bytes(document)
         if region is None:
@@ -215,22 +217,28 @@ class IIDSigner:
         key, certificate = _authority(self.authority, region)
         signature_oid = _SIGNATURE_OIDS[signature_algorithm]
 
-        content_type = univ.ObjectIdentifier(signed_content_type or str(rfc5652.id_data))
-        attributes = [_attribute(rfc5652.id_contentType, content_type)]
-        if include_signing_time:
+        unknown = set(leave_out) - set(ATTRIBUTE_NAMES)
+        if unknown:
+            raise ValueError(f"unknown signed attributes {sorted(unknown)}")
+        attributes = []
+        if "contentType" not in leave_out:
+            content_type = univ.ObjectIdentifier(signed_content_type or str(rfc5652.id_data))
+            attributes.append(_attribute(rfc5652.id_contentType, content_type))
+        if "signingTime" not in leave_out:
             when = rfc5652.SigningTime()
             stamp = _utc_seconds(signing_time).strftime("%y%m%d%H%M%SZ")
             when["utcTime"] = useful.UTCTime(stamp)
             attributes.append(_attribute(rfc5652.id_signingTime, when))
-        if algorithm_protection:
+        if "algorithmProtection" not in leave_out:
             protection = rfc6211.CMSAlgorithmProtection()
             protection["digestAlgorithm"] = _algorithm(rfc4055.id_sha256)
             protected = _SIGNATURE_OIDS[protected_signature_algorithm or signature_algorithm]
             protection["signatureAlgorithm"]["algorithm"] = protected
             protection["signatureAlgorithm"]["parameters"] = univ.Null("")
             attributes.append(_attribute(rfc6211.id_aa_cmsAlgorithmProtect, protection))
-        digest = rfc5652.MessageDigest(hashlib.sha256(content).digest())
-        attributes.append(_attribute(rfc5652.id_messageDigest, digest))
+        if "messageDigest" not in leave_out:
+            digest = rfc5652.MessageDigest(hashlib.sha256(content).digest())
+            attributes.append(_attribute(rfc5652.id_messageDigest, digest))
         for oid, value in extra_signed_attributes:
             attributes.append(_attribute(univ.ObjectIdentifier(oid), value))
 
