@@ -18,7 +18,7 @@ graceful_timeout = 20
 keepalive = 5
 max_requests = int(os.environ.get("JOINADMIN_MAX_REQUESTS", "0"))
 max_requests_jitter = 100
-accesslog = os.environ.get("JOINADMIN_ACCESS_LOG", "-")
+accesslog = os.environ.get("JOINADMIN_ACCESS_LOG", "-") or None  # empty: no access log
 errorlog = "-"
 # Only the TLS proxy in front may set X-Forwarded-*; gunicorn itself trusts loopback only.
 forwarded_allow_ips = os.environ.get("JOINADMIN_FORWARDED_ALLOW_IPS", "127.0.0.1")

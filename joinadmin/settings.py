@@ -85,6 +85,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "joinadmin.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "joinadmin.urls"
@@ -238,6 +239,15 @@ JOIN_MAX_BODY_BYTES = int(os.environ.get("JOINADMIN_JOIN_MAX_BODY_BYTES", str(64
 HOST_CERT_TTL_HOURS = int(os.environ.get("JOINADMIN_HOST_CERT_TTL_HOURS", "24"))
 CLUSTER_NAME = os.environ.get("JOINADMIN_CLUSTER_NAME", "joinadmin")
 AWS_TIME_BUDGET_SECONDS = float(os.environ.get("JOINADMIN_AWS_TIME_BUDGET_SECONDS", "8"))
+# Concurrent joins share DescribeInstances calls (joins/coalesce.py): a lookup waits at most the
+# window for others of the same region and role, up to 100 ids per call. Off: one call per join.
+AWS_COALESCE = env_bool("JOINADMIN_AWS_COALESCE", True)
+AWS_COALESCE_WINDOW_MS = float(os.environ.get("JOINADMIN_AWS_COALESCE_WINDOW_MS", "50"))
+AWS_MAX_CALLS_IN_FLIGHT = int(os.environ.get("JOINADMIN_AWS_MAX_CALLS_IN_FLIGHT", "8"))
+# How long a `running` answer is kept in the cache (shared through JOINADMIN_CACHE_URL); 0: never.
+AWS_STATE_CACHE_SECONDS = int(os.environ.get("JOINADMIN_AWS_STATE_CACHE_SECONDS", "5"))
+# Serves POST /api/v1/noop, an empty DRF endpoint the throughput benchmark compares joins with.
+BENCH_NOOP = env_bool("JOINADMIN_BENCH_NOOP", False)
 
 LOGGING = {
     "version": 1,

@@ -8,6 +8,7 @@ throttling, slow or failing (transient, the agent may retry later).
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,10 @@ THROTTLE_CODES = frozenset(
 )
 # Assumed-role credentials are renewed this long before they expire, so no call races expiry.
 CREDENTIAL_RENEW_MARGIN = timedelta(minutes=5)
+# HTTP connections kept per client: one process may have this many DescribeInstances in flight
+# (botocore's default of 10 would make threads beyond it open and drop connections).
+MAX_POOL_CONNECTIONS = 64
+_INSTANCE_ID = re.compile(r"\bi-[0-9a-zA-Z]+\b")
 
 
 class AwsError(Exception):
@@ -60,6 +65,42 @@ class AwsError(Exception):
         self.retry_after = retry_after
 
 
+class InstancesNotFound(Exception):
+    """AWS refused a whole DescribeInstances call because some of its ids are unknown.
+
+    AWS fails the entire call when one id is unknown (or, right after launch, not yet visible),
+    so a batch of many instances cannot tell who is missing from the error alone. `instance_ids`
+    holds the ids of the call that the error message names (possibly none); the caller decides
+    how to ask about the others.
+    """
+
+    def __init__(self, message: str, instance_ids: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.instance_ids = instance_ids
+
+
+class _BudgetSpent(Exception):
+    """Raised from a botocore hook to stop retrying once the caller's time budget is spent."""
+
+
+# The deadline of the DescribeInstances call running on this thread, read by the hook that
+# botocore runs before every HTTP attempt (retries included).
+_call_deadline = threading.local()
+
+
+def _check_budget(**_: Any) -> None:
+    """botocore `before-send` hook: refuse another attempt once the deadline has passed.
+
+    botocore's standard retries back off for up to seconds when throttled; without this the
+    retries could outlast the join that asked, spending the account's request budget for an
+    answer nobody waits for any more.
+    """
+    deadline = getattr(_call_deadline, "value", None)
+    if deadline is not None and time.monotonic() >= deadline:
+        raise _BudgetSpent("the time budget for AWS calls ran out")
+
+
 @dataclass(frozen=True)
 class InstanceInfo:
     """What DescribeInstances said of one instance."""
@@ -67,6 +108,8 @@ class InstanceInfo:
     instance_id: str
     state: str
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    # True when the answer is a recent confirmation from the shared cache, not a fresh call.
+    cached: bool = field(default=False, compare=False)
 
 
 def classify(exc: Exception, what: str) -> AwsError:
@@ -109,22 +152,35 @@ class Ec2Lookup:
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             retries={"mode": "standard", "max_attempts": max_attempts},
+            max_pool_connections=MAX_POOL_CONNECTIONS,
         )
         self._session_name = session_name
         self._lock = threading.Lock()
         self._clients: dict[tuple[str, str, str], Any] = {}
         self._credentials: dict[tuple[str, str], _Credentials] = {}
+        # One lock per (region, role): concurrent first calls for a role wait for one
+        # AssumeRole instead of each spending the server account's STS quota.
+        self._assume_locks: dict[tuple[str, str], threading.Lock] = {}
         self.calls = 0
 
-    def describe(self, *, region: str, instance_ids: list[str], role_arn: str = "") -> dict[str, InstanceInfo]:
+    def describe(self, *, region: str, instance_ids: list[str], role_arn: str = "",
+                 deadline: float | None = None,
+                 report_not_found: bool = False) -> dict[str, InstanceInfo]:
         """DescribeInstances for `instance_ids` in `region`; returns the ones AWS knows.
 
         An id AWS does not know is simply absent from the answer (AWS raises NotFound for the
-        whole call; we report that as an empty answer).
+        whole call; we report that as an empty answer), unless `report_not_found`: then that
+        error is raised as `InstancesNotFound`, since for a batch of several ids an empty answer
+        would wrongly say that none of them exists. botocore's standard retries stop once
+        `deadline` (a `time.monotonic()` value) has passed.
         """
-        client = self._client(region, role_arn)
-        self.calls += 1
+        if deadline is not None and time.monotonic() >= deadline:
+            raise AwsError("aws_unavailable", "the time budget for AWS calls ran out")
+        _call_deadline.value = deadline
         try:
+            client = self._client(region, role_arn)
+            with self._lock:
+                self.calls += 1
             pages = client.get_paginator("describe_instances").paginate(InstanceIds=instance_ids)
             found: dict[str, InstanceInfo] = {}
             for page in pages:
@@ -138,11 +194,26 @@ class Ec2Lookup:
                         found[info.instance_id] = info
             return found
         except botocore.exceptions.ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in NOT_FOUND_CODES:
-                return {}
+            error = exc.response.get("Error", {})
+            if error.get("Code") in NOT_FOUND_CODES:
+                if not report_not_found:
+                    return {}
+                message = str(error.get("Message", ""))
+                asked = set(instance_ids)
+                named = tuple(dict.fromkeys(
+                    name for name in _INSTANCE_ID.findall(message) if name in asked
+                ))
+                raise InstancesNotFound(message, named) from exc
             raise classify(exc, f"ec2:DescribeInstances in {region}") from exc
+        except _BudgetSpent as exc:
+            raise AwsError(
+                "aws_unavailable",
+                f"ec2:DescribeInstances in {region}: the time budget for AWS calls ran out",
+            ) from exc
         except (botocore.exceptions.BotoCoreError, OSError) as exc:
             raise classify(exc, f"ec2:DescribeInstances in {region}") from exc
+        finally:
+            _call_deadline.value = None
 
     def _client(self, region: str, role_arn: str) -> Any:
         creds = self._assumed(region, role_arn) if role_arn else None
@@ -158,6 +229,7 @@ class Ec2Lookup:
                         aws_session_token=creds.token,
                     )
                 client = boto3.session.Session().client("ec2", **kwargs)
+                client.meta.events.register("before-send.ec2.DescribeInstances", _check_budget)
                 # Drop clients of expired credentials of this role so the cache stays small.
                 for old in [k for k in self._clients if k[:2] == (region, role_arn)]:
                     del self._clients[old]
@@ -165,15 +237,34 @@ class Ec2Lookup:
             return client
 
     def _assumed(self, region: str, role_arn: str) -> _Credentials:
-        now = datetime.now(UTC)
         cache_key = (region, role_arn)
+        cached = self._fresh_credentials(cache_key)
+        if cached:
+            return cached
+        with self._lock:
+            assume_lock = self._assume_locks.setdefault(cache_key, threading.Lock())
+        with assume_lock:
+            # Another thread may have assumed the role while this one waited for the lock.
+            return self._fresh_credentials(cache_key) or self._assume(region, role_arn)
+
+    def _fresh_credentials(self, cache_key: tuple[str, str]) -> _Credentials | None:
+        """Cached credentials of the role unless they expire within the renewal margin."""
         with self._lock:
             cached = self._credentials.get(cache_key)
-        if cached and cached.expires - CREDENTIAL_RENEW_MARGIN > now:
+        if cached and cached.expires - CREDENTIAL_RENEW_MARGIN > datetime.now(UTC):
             return cached
+        return None
+
+    def _assume(self, region: str, role_arn: str) -> _Credentials:
+        cache_key = (region, role_arn)
         sts = boto3.session.Session().client("sts", region_name=region, config=self._config)
+        sts.meta.events.register("before-send.sts.AssumeRole", _check_budget)
         try:
             answer = sts.assume_role(RoleArn=role_arn, RoleSessionName=self._session_name)
+        except _BudgetSpent as exc:
+            raise AwsError(
+                "aws_unavailable", f"sts:AssumeRole into {role_arn}: the time budget ran out"
+            ) from exc
         except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, OSError) as exc:
             raise classify(exc, f"sts:AssumeRole into {role_arn}") from exc
         raw = answer["Credentials"]
@@ -200,4 +291,6 @@ def describe_one(lookup: Ec2Lookup, *, region: str, instance_id: str, role_arn: 
     """Describe a single instance; None when AWS does not know it."""
     if deadline is not None and time.monotonic() > deadline:
         raise AwsError("aws_unavailable", "the time budget for AWS calls ran out")
-    return lookup.describe(region=region, instance_ids=[instance_id], role_arn=role_arn).get(instance_id)
+    answer = lookup.describe(region=region, instance_ids=[instance_id], role_arn=role_arn,
+                             deadline=deadline)
+    return answer.get(instance_id)

