@@ -7,10 +7,10 @@ them is a new version, never an edit of this one, or old seals would stop verify
 
 Row hash (32 bytes)
     SHA-256 over `ROW_LABEL`, the stream name, a NUL, and the row's canonical serialisation: a
-    JSON array of the values of the sealed columns in the seal's column order, each value made
-    JSON-native by `canonical_value` (aware datetimes as UTC ISO 8601 with microseconds, floats as
-    Python's shortest round-trip text, JSON columns with sorted keys), dumped with sorted keys,
-    no spaces and ASCII escapes, so that one stored row always gives the same bytes.
+    JSON array of the values of the sealed columns in the seal's column order (aware datetimes
+    as UTC ISO 8601 with microseconds, floats as Python's shortest round-trip text, JSON columns
+    as their decoded values), dumped with sorted keys, no spaces and ASCII escapes, so that one
+    stored row always gives the same bytes.
 
 Range digest (32 bytes, hex in the seal)
     SHA-256 over `RANGE_LABEL`, the stream name, a NUL, then for every row of the range in id
@@ -42,11 +42,10 @@ import base64
 import binascii
 import hashlib
 import json
-import math
 import struct
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -82,17 +81,12 @@ class SealFormatError(ValueError):
 # --- Canonical rows --------------------------------------------------------------------------
 
 
-def canonical_value(value: Any) -> Any:
-    """The JSON-native form of one column value.
+def _special(value: Any) -> Any:
+    """The JSON form of a column value that JSON has no type for (json.dumps' `default` hook).
 
     Raises SealFormatError for anything without one exact text (a naive datetime could be read
     in two zones; an unknown type could print differently tomorrow): sealing fails closed.
     """
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        # JSON has no NaN or infinity; SQLite can still hand them back from a JSON column.
-        return value if math.isfinite(value) else {"$float": repr(value)}
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise SealFormatError(f"naive datetime {value!r} cannot be sealed")
@@ -105,23 +99,22 @@ def canonical_value(value: Any) -> Any:
         return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, uuid.UUID):
         return str(value)
-    if isinstance(value, list | tuple):
-        return [canonical_value(item) for item in value]
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise SealFormatError(f"non-text key {key!r} in a JSON value")
-            out[key] = canonical_value(item)
-        return out
     raise SealFormatError(f"a {type(value).__name__} value cannot be sealed")
 
 
 def canonical_row(values: Sequence[Any]) -> bytes:
-    """The bytes of one row: its canonical values as compact, key-sorted, ASCII-only JSON."""
-    plain = [canonical_value(value) for value in values]
+    """The bytes of one row: its values as compact, key-sorted, ASCII-only JSON.
+
+    Non-finite floats (which SQLite can return from a JSON column) come out as the `NaN` and
+    `Infinity` tokens: not strict JSON, but one fixed text, which is all a hash needs.
+    """
     return json.dumps(
-        plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+        list(values),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+        allow_nan=True,
+        default=_special,
     ).encode("ascii")
 
 
@@ -212,9 +205,7 @@ class LeafDiff:
         return bool(self.changed or self.deleted or self.inserted)
 
 
-def diff_leaves(
-    sealed: Sequence[tuple[int, bytes]], live: Sequence[tuple[int, bytes]]
-) -> LeafDiff:
+def diff_leaves(sealed: Sequence[tuple[int, bytes]], live: Sequence[tuple[int, bytes]]) -> LeafDiff:
     """Merge two id-ordered leaf lists and name every id whose row changed, went or appeared."""
     diff = LeafDiff()
     i = j = 0
@@ -302,8 +293,8 @@ def _json_bytes(label: bytes, fields: dict[str, Any]) -> bytes:
 
 
 def time_text(value: datetime | None) -> str:
-    """A stored time as it enters signed statements ("" for none)."""
-    return "" if value is None else canonical_value(value)
+    """A stored time as it enters signed statements ("" for none): UTC, with microseconds."""
+    return "" if value is None else str(_special(value))
 
 
 # --- Seals -----------------------------------------------------------------------------------
@@ -457,8 +448,3 @@ def valid_prune(seal: StoredSeal, trusted_keys: Iterable[str]) -> bool:
         return False
     statement = prune_statement(p.stream, p.seq, p.digest(), seal.pruned_at)
     return signature_valid(p.public_key, statement, seal.prune_signature)
-
-
-def chunked(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

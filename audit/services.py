@@ -97,7 +97,7 @@ def latest_seal(stream: str | None = None) -> Seal | None:
     """The newest seal (of one stream, or of any), without its per-row hashes."""
     seals = Seal.objects.light()
     if stream is not None:
-        seals = seals.filter(stream=stream)
+        return seals.filter(stream=stream).order_by("-seq").first()
     return seals.order_by("-created_at", "-id").first()
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework import exceptions, status
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
+from rest_framework import exceptions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -19,7 +22,22 @@ _CODES = {
     exceptions.ValidationError: "invalid_request",
     exceptions.Throttled: "rate_limited",
     exceptions.NotAcceptable: "not_acceptable",
+    # Django's own exceptions, which DRF turns into 404 and 403 answers (e.g. get_object()).
+    Http404: "not_found",
+    DjangoPermissionDenied: "permission_denied",
 }
+
+
+class ApiErrorSerializer(serializers.Serializer):
+    """The error shape, for the OpenAPI schema only (answers are built by `error_response`)."""
+
+    error = serializers.CharField(help_text="machine code, e.g. not_found")
+    message = serializers.CharField(help_text="what went wrong, in plain words")
+    details = serializers.JSONField(
+        required=False,
+        help_text="the problems found: a list of {document, field, message} for token "
+        "resources, an object of field name to messages for other requests",
+    )
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -35,6 +53,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         body = {"error": code, "message": "the request is not valid", "details": detail}
     response.data = body
     return response
+
+
+def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """404 for an address that matches no URL: the API's error shape under /api/, so that a
+    client never has to parse the console's HTML page; the console's page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"error": "not_found", "message": f"no API resource at {request.path}"}, status=404
+        )
+    return defaults.page_not_found(request, exception)
 
 
 def error_response(code: str, message: str, http_status: int = status.HTTP_400_BAD_REQUEST,

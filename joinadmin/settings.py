@@ -14,6 +14,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -181,10 +182,24 @@ X_FRAME_OPTIONS = "DENY"
 if SECURE_DEPLOYMENT:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("JOINADMIN_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+    # Probes and the metrics scrape talk to gunicorn directly over loopback, without the proxy.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
     SECURE_HSTS_SECONDS = int(os.environ.get("JOINADMIN_HSTS_SECONDS", "31536000"))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = False
+    # Preloading commits the whole registered domain to HTTPS in browsers, for months, beyond
+    # this service: an operator's decision, off unless asked for. Declining it is deliberate,
+    # so Django's reminder (security.W021) is silenced only while it is off.
+    SECURE_HSTS_PRELOAD = env_bool("JOINADMIN_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+    # The secret key signs sessions and protects the CA private keys: refuse to serve with a
+    # short one rather than warn (Django's own deploy check asks for 50 characters, 5 distinct).
+    if len(SECRET_KEY) < 50 or len(set(SECRET_KEY)) < 5:
+        raise ImproperlyConfigured(
+            "JOINADMIN_SECURE=true needs a secret key of at least 50 random characters; "
+            "unset JOINADMIN_SECRET_KEY to use the generated one in the data dir, or set it to "
+            'the output of: python3 -c "import secrets; print(secrets.token_urlsafe(64))"'
+        )
 
 TRUSTED_PROXIES = [
     ipaddress.ip_network(cidr, strict=False) for cidr in env_list("JOINADMIN_TRUSTED_PROXIES")
@@ -246,6 +261,18 @@ AWS_COALESCE_WINDOW_MS = float(os.environ.get("JOINADMIN_AWS_COALESCE_WINDOW_MS"
 AWS_MAX_CALLS_IN_FLIGHT = int(os.environ.get("JOINADMIN_AWS_MAX_CALLS_IN_FLIGHT", "8"))
 # How long a `running` answer is kept in the cache (shared through JOINADMIN_CACHE_URL); 0: never.
 AWS_STATE_CACHE_SECONDS = int(os.environ.get("JOINADMIN_AWS_STATE_CACHE_SECONDS", "5"))
+# Sign-in throttling (joinadmin/security.py): failures per account name and per source address
+# within the lockout period that lock that name or address for the lockout period.
+LOGIN_MAX_FAILURES = int(os.environ.get("JOINADMIN_LOGIN_MAX_FAILURES", "5"))
+LOGIN_MAX_FAILURES_PER_ADDRESS = int(
+    os.environ.get("JOINADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS", "20")
+)
+LOGIN_LOCKOUT_SECONDS = int(os.environ.get("JOINADMIN_LOGIN_LOCKOUT_SECONDS", "900"))
+# Who may read /metrics without signing in: source addresses (after JOINADMIN_TRUSTED_PROXIES).
+METRICS_ALLOW = [
+    ipaddress.ip_network(cidr, strict=False)
+    for cidr in env_list("JOINADMIN_METRICS_ALLOW", "127.0.0.1/32,::1/128")
+]
 # Serves POST /api/v1/noop, an empty DRF endpoint the throughput benchmark compares joins with.
 BENCH_NOOP = env_bool("JOINADMIN_BENCH_NOOP", False)
 

@@ -7,15 +7,15 @@ from django.http import HttpRequest, JsonResponse
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, status
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import generics, serializers, status
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import ReadForAuditorsWriteForAdmins
-from joinadmin.api import error_response
+from joinadmin.api import ApiErrorSerializer, error_response
 from joins.authority import public_ca_material
 from joins.filters import JoinAttemptFilter
 from joins.models import Host, JoinAttempt
@@ -58,6 +58,17 @@ class JoinView(View):
         return response
 
 
+# Answers every operation may give: no or a bad credential, or a role that may not do this.
+AUTH_ERRORS = {401: ApiErrorSerializer, 403: ApiErrorSerializer}
+
+
+class CAMaterialSchema(serializers.Serializer):
+    """The public CA material (documentation only)."""
+
+    tls_ca_certs = serializers.ListField(child=serializers.CharField(), help_text="PEM")
+    ssh_ca_keys = serializers.ListField(child=serializers.CharField(), help_text="OpenSSH")
+
+
 class AttemptPagination(CursorPagination):
     """Keyset pagination on the primary key: no COUNT, stable under inserts."""
 
@@ -67,6 +78,16 @@ class AttemptPagination(CursorPagination):
     max_page_size = 1000
 
 
+@extend_schema_view(
+    get=extend_schema(
+        responses={
+            200: JoinAttemptSerializer,
+            400: ApiErrorSerializer,
+            404: ApiErrorSerializer,  # a cursor that is not one of ours
+            **AUTH_ERRORS,
+        }
+    )
+)
 class JoinAttemptListView(generics.ListAPIView):
     permission_classes = [ReadForAuditorsWriteForAdmins]
     serializer_class = JoinAttemptSerializer
@@ -75,6 +96,11 @@ class JoinAttemptListView(generics.ListAPIView):
     queryset = JoinAttempt.objects.defer("token_snapshot", "document")
 
 
+@extend_schema_view(
+    get=extend_schema(
+        responses={200: JoinAttemptDetailSerializer, 404: ApiErrorSerializer, **AUTH_ERRORS}
+    )
+)
 class JoinAttemptDetailView(generics.RetrieveAPIView):
     permission_classes = [ReadForAuditorsWriteForAdmins]
     serializer_class = JoinAttemptDetailSerializer
@@ -88,6 +114,16 @@ class HostPagination(CursorPagination):
     max_page_size = 1000
 
 
+@extend_schema_view(
+    get=extend_schema(
+        responses={
+            200: HostSerializer,
+            400: ApiErrorSerializer,
+            404: ApiErrorSerializer,  # a cursor that is not one of ours
+            **AUTH_ERRORS,
+        }
+    )
+)
 class HostListView(generics.ListAPIView):
     permission_classes = [ReadForAuditorsWriteForAdmins]
     serializer_class = HostSerializer
@@ -99,7 +135,7 @@ class HostListView(generics.ListAPIView):
 class HostDetailView(APIView):
     permission_classes = [ReadForAuditorsWriteForAdmins]
 
-    @extend_schema(responses={200: HostSerializer})
+    @extend_schema(responses={200: HostSerializer, 404: ApiErrorSerializer, **AUTH_ERRORS})
     def get(self, request: Request, host_id: str) -> Response:
         host = Host.objects.filter(host_id=host_id).first()
         if host is None:
@@ -109,12 +145,18 @@ class HostDetailView(APIView):
     @extend_schema(
         summary="Forget a host so that its instance may join again",
         parameters=[OpenApiParameter("reason", str, description="why (recorded)")],
-        request=ForgetHostSerializer, responses={204: None, 404: dict},
+        request=ForgetHostSerializer,
+        responses={204: None, 400: ApiErrorSerializer, 404: ApiErrorSerializer, **AUTH_ERRORS},
     )
     def delete(self, request: Request, host_id: str) -> Response:
-        reason = request.query_params.get("reason", "")
-        if isinstance(request.data, dict):
-            reason = request.data.get("reason", reason) or reason
+        # The reason goes through the serializer wherever it came from: a non-string, a NUL
+        # (which PostgreSQL refuses) or blank text must be a 400 or the default, never a 500.
+        body = request.data if isinstance(request.data, dict) else {}
+        form = ForgetHostSerializer(
+            data={"reason": body.get("reason") or request.query_params.get("reason", "")}
+        )
+        form.is_valid(raise_exception=True)
+        reason = form.validated_data.get("reason", "")
         try:
             forget_host(host_id, actor=request.user,
                         reason=reason or "forgotten through the API without a stated reason",
@@ -130,6 +172,6 @@ class CAView(APIView):
 
     permission_classes = [ReadForAuditorsWriteForAdmins]
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: CAMaterialSchema, **AUTH_ERRORS})
     def get(self, request: Request) -> Response:
         return Response(public_ca_material())

@@ -19,6 +19,8 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
+from joinadmin import metrics
+
 DENIED_CODES = frozenset(
     {
         "AccessDenied",
@@ -124,7 +126,9 @@ def classify(exc: Exception, what: str) -> AwsError:
         if code in THROTTLE_CODES or status == 429 or status >= 500:
             return AwsError("aws_unavailable", detail)
         return AwsError("aws_denied", detail)
-    if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError):
+    if isinstance(
+        exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError
+    ):
         return AwsError("aws_denied", f"{what}: the server has no usable AWS credentials")
     if isinstance(exc, botocore.exceptions.BotoCoreError):
         return AwsError("aws_unavailable", f"{what}: {type(exc).__name__}: {exc}")
@@ -146,8 +150,14 @@ class Ec2Lookup:
     and AssumeRole credentials are valid for an hour, so neither is made per join.
     """
 
-    def __init__(self, *, connect_timeout: float = 2, read_timeout: float = 4,
-                 max_attempts: int = 3, session_name: str = "joinadmin") -> None:
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 2,
+        read_timeout: float = 4,
+        max_attempts: int = 3,
+        session_name: str = "joinadmin",
+    ) -> None:
         self._config = Config(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
@@ -163,9 +173,15 @@ class Ec2Lookup:
         self._assume_locks: dict[tuple[str, str], threading.Lock] = {}
         self.calls = 0
 
-    def describe(self, *, region: str, instance_ids: list[str], role_arn: str = "",
-                 deadline: float | None = None,
-                 report_not_found: bool = False) -> dict[str, InstanceInfo]:
+    def describe(
+        self,
+        *,
+        region: str,
+        instance_ids: list[str],
+        role_arn: str = "",
+        deadline: float | None = None,
+        report_not_found: bool = False,
+    ) -> dict[str, InstanceInfo]:
         """DescribeInstances for `instance_ids` in `region`; returns the ones AWS knows.
 
         An id AWS does not know is simply absent from the answer (AWS raises NotFound for the
@@ -200,9 +216,9 @@ class Ec2Lookup:
                     return {}
                 message = str(error.get("Message", ""))
                 asked = set(instance_ids)
-                named = tuple(dict.fromkeys(
-                    name for name in _INSTANCE_ID.findall(message) if name in asked
-                ))
+                named = tuple(
+                    dict.fromkeys(name for name in _INSTANCE_ID.findall(message) if name in asked)
+                )
                 raise InstancesNotFound(message, named) from exc
             raise classify(exc, f"ec2:DescribeInstances in {region}") from exc
         except _BudgetSpent as exc:
@@ -230,6 +246,7 @@ class Ec2Lookup:
                     )
                 client = boto3.session.Session().client("ec2", **kwargs)
                 client.meta.events.register("before-send.ec2.DescribeInstances", _check_budget)
+                metrics.watch_aws_client(client)
                 # Drop clients of expired credentials of this role so the cache stays small.
                 for old in [k for k in self._clients if k[:2] == (region, role_arn)]:
                     del self._clients[old]
@@ -259,6 +276,7 @@ class Ec2Lookup:
         cache_key = (region, role_arn)
         sts = boto3.session.Session().client("sts", region_name=region, config=self._config)
         sts.meta.events.register("before-send.sts.AssumeRole", _check_budget)
+        metrics.watch_aws_client(sts)
         try:
             answer = sts.assume_role(RoleArn=role_arn, RoleSessionName=self._session_name)
         except _BudgetSpent as exc:
@@ -273,7 +291,9 @@ class Ec2Lookup:
             expires = datetime.fromisoformat(expires.replace("Z", "+00:00"))
         if expires.tzinfo is None:
             expires = expires.replace(tzinfo=UTC)
-        creds = _Credentials(raw["AccessKeyId"], raw["SecretAccessKey"], raw["SessionToken"], expires)
+        creds = _Credentials(
+            raw["AccessKeyId"], raw["SecretAccessKey"], raw["SessionToken"], expires
+        )
         with self._lock:
             self._credentials[cache_key] = creds
         return creds
@@ -286,11 +306,18 @@ class Ec2Lookup:
             self.calls = 0
 
 
-def describe_one(lookup: Ec2Lookup, *, region: str, instance_id: str, role_arn: str = "",
-                 deadline: float | None = None) -> InstanceInfo | None:
+def describe_one(
+    lookup: Ec2Lookup,
+    *,
+    region: str,
+    instance_id: str,
+    role_arn: str = "",
+    deadline: float | None = None,
+) -> InstanceInfo | None:
     """Describe a single instance; None when AWS does not know it."""
     if deadline is not None and time.monotonic() > deadline:
         raise AwsError("aws_unavailable", "the time budget for AWS calls ran out")
-    answer = lookup.describe(region=region, instance_ids=[instance_id], role_arn=role_arn,
-                             deadline=deadline)
+    answer = lookup.describe(
+        region=region, instance_ids=[instance_id], role_arn=role_arn, deadline=deadline
+    )
     return answer.get(instance_id)

@@ -153,8 +153,10 @@ def column_chart(
     totals = [sum(s.values[i] for s in series) for i in range(columns)]
     y_ticks = nice_ticks(max(totals, default=0))
     top = y_ticks[-1]
+    # One format for the whole axis: "800" next to "1k" reads as a different unit.
+    tick_text = short_count if top >= 10_000 else count
 
-    left = 16 + max(len(short_count(t)) for t in y_ticks) * CHAR_WIDTH + (18 if y_title else 0)
+    left = 16 + max(len(tick_text(t)) for t in y_ticks) * CHAR_WIDTH + (18 if y_title else 0)
     right, head, foot = 12, 34, 30 + (18 if x_title else 0)
     plot_w, plot_h = width - left - right, height - head - foot
     slot = plot_w / max(columns, 1)
@@ -171,7 +173,7 @@ def column_chart(
         )
         body.append(
             f'<text class="chart__tick" x="{_num(left - 6)}" y="{_num(y + 4)}" '
-            f'text-anchor="end">{short_count(tick)}</text>'
+            f'text-anchor="end">{tick_text(tick)}</text>'
         )
     body.append("</g>")
     if y_title:
@@ -295,14 +297,15 @@ def bar_chart(
 
 
 def bucket_label(start: datetime, step: timedelta) -> str:
-    """The tooltip name of a time bucket: `2026-11-20 09:00–10:00 UTC`, `2026-11-20 (UTC)`."""
+    """The tooltip name of a time bucket: `2026-11-20 09:00 to 10:00 UTC`, `2026-11-20 (UTC)`."""
     if step >= timedelta(days=1) and step % timedelta(days=1) == timedelta(0):
         if step == timedelta(days=1):
             return f"{start:%Y-%m-%d} (UTC)"
-        return f"{start:%Y-%m-%d} – {start + step - timedelta(days=1):%Y-%m-%d} (UTC)"
+        return f"{start:%Y-%m-%d} to {start + step - timedelta(days=1):%Y-%m-%d} (UTC)"
     end = start + step
-    day = "" if end.date() == start.date() or end.time() == datetime.min.time() else f"{end:%m-%d} "
-    return f"{start:%Y-%m-%d %H:%M}–{day}{end:%H:%M} UTC"
+    same_day = end.date() == start.date() or end.time() == datetime.min.time()
+    day = "" if same_day else f"{end:%m-%d} "
+    return f"{start:%Y-%m-%d %H:%M} to {day}{end:%H:%M} UTC"
 
 
 def time_ticks(starts: Sequence[datetime], step: timedelta, most: int = 12) -> dict[int, str]:

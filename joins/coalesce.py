@@ -134,8 +134,12 @@ class _RecentStates:
         now = time.monotonic()
         if now - self._warned_at >= _CACHE_WARNING_INTERVAL:
             self._warned_at = now
-            log.warning("instance state cache %s failed (%s: %s); asking AWS instead",
-                        what, type(exc).__name__, exc)
+            log.warning(
+                "instance state cache %s failed (%s: %s); asking AWS instead",
+                what,
+                type(exc).__name__,
+                exc,
+            )
 
 
 def _deadline_or_default(deadline: float | None) -> float:
@@ -164,9 +168,16 @@ class CoalescingLookup:
     that a slow AWS holds a handful of threads rather than every join thread.
     """
 
-    def __init__(self, describe: DescribeBatch, *, window: float = 0.05,
-                 max_batch: int = MAX_BATCH, max_calls_in_flight: int = 8,
-                 cache: StateCache | None = None, cache_seconds: int = 5) -> None:
+    def __init__(
+        self,
+        describe: DescribeBatch,
+        *,
+        window: float = 0.05,
+        max_batch: int = MAX_BATCH,
+        max_calls_in_flight: int = 8,
+        cache: StateCache | None = None,
+        cache_seconds: int = 5,
+    ) -> None:
         if not 1 <= max_batch <= 1000:
             raise ValueError("max_batch must be between 1 and 1000 (AWS's limit per call)")
         self._describe = describe
@@ -179,14 +190,17 @@ class CoalescingLookup:
         self._in_flight: dict[tuple[str, str, str], tuple[_Batch, Future[InstanceInfo | None]]] = {}
         self._stats = LookupStats()
         self._closed = False
-        self._calls = ThreadPoolExecutor(max_workers=max_calls_in_flight,
-                                         thread_name_prefix="aws-lookup")
-        self._timer = threading.Thread(target=self._send_due_batches, name="aws-lookup-window",
-                                       daemon=True)
+        self._calls = ThreadPoolExecutor(
+            max_workers=max_calls_in_flight, thread_name_prefix="aws-lookup"
+        )
+        self._timer = threading.Thread(
+            target=self._send_due_batches, name="aws-lookup-window", daemon=True
+        )
         self._timer.start()
 
-    def describe_one(self, *, region: str, instance_id: str, role_arn: str = "",
-                     deadline: float | None = None) -> InstanceInfo | None:
+    def describe_one(
+        self, *, region: str, instance_id: str, role_arn: str = "", deadline: float | None = None
+    ) -> InstanceInfo | None:
         """The instance as AWS describes it, None when AWS does not know it.
 
         Raises `AwsError`; `aws_unavailable` also when `deadline` (a `time.monotonic()` value)
@@ -229,8 +243,9 @@ class CoalescingLookup:
 
     # --- gathering ----------------------------------------------------------------------------
 
-    def _enlist(self, region: str, role_arn: str, instance_id: str,
-                deadline: float) -> Future[InstanceInfo | None]:
+    def _enlist(
+        self, region: str, role_arn: str, instance_id: str, deadline: float
+    ) -> Future[InstanceInfo | None]:
         """The future answering `instance_id`: a shared one if it is already asked about."""
         with self._lock:
             if self._closed:
@@ -243,8 +258,9 @@ class CoalescingLookup:
                 return future
             batch = self._open.get((region, role_arn))
             if batch is None:
-                batch = _Batch(region, role_arn, due=time.monotonic() + self._window,
-                               deadline=deadline)
+                batch = _Batch(
+                    region, role_arn, due=time.monotonic() + self._window, deadline=deadline
+                )
                 self._open[(region, role_arn)] = batch
                 self._changed.notify_all()
             future: Future[InstanceInfo | None] = Future()
@@ -281,12 +297,15 @@ class CoalescingLookup:
                 answers, error = self._resolve(batch, list(batch.futures))
         except Exception as exc:  # fail closed: an unexpected fault is an unavailable AWS
             log.exception("DescribeInstances batch failed unexpectedly")
-            error = AwsError("aws_unavailable", f"ec2:DescribeInstances in {batch.region}: "
-                                                f"{type(exc).__name__}: {exc}")
+            error = AwsError(
+                "aws_unavailable",
+                f"ec2:DescribeInstances in {batch.region}: {type(exc).__name__}: {exc}",
+            )
         self._settle(batch, answers, error)
 
-    def _resolve(self, batch: _Batch,
-                 ids: list[str]) -> tuple[dict[str, InstanceInfo | None], AwsError | None]:
+    def _resolve(
+        self, batch: _Batch, ids: list[str]
+    ) -> tuple[dict[str, InstanceInfo | None], AwsError | None]:
         """Answers for `ids`, asking again without the unknown ones when AWS refuses the call.
 
         Returns the answers obtained and the error that prevented the others (if any). Each
@@ -320,15 +339,17 @@ class CoalescingLookup:
             answers.update({i: found.get(i) for i in group})
         return answers, None
 
-    def _settle(self, batch: _Batch, answers: Mapping[str, InstanceInfo | None],
-                error: AwsError | None) -> None:
+    def _settle(
+        self, batch: _Batch, answers: Mapping[str, InstanceInfo | None], error: AwsError | None
+    ) -> None:
         """Remember confirmations, release the ids, then wake the waiters.
 
         The cache is written before the ids leave the in-flight map, so a lookup arriving in
         between finds one or the other and never starts a second call.
         """
-        self._states.remember(batch.region, batch.role_arn,
-                              [info for info in answers.values() if info is not None])
+        self._states.remember(
+            batch.region, batch.role_arn, [info for info in answers.values() if info is not None]
+        )
         with self._lock:
             for instance_id, future in batch.futures.items():
                 key = (batch.region, batch.role_arn, instance_id)
@@ -338,8 +359,12 @@ class CoalescingLookup:
             if instance_id in answers:
                 future.set_result(answers[instance_id])
             else:
-                future.set_exception(error or AwsError(
-                    "aws_unavailable", f"ec2:DescribeInstances in {batch.region}: no answer"))
+                future.set_exception(
+                    error
+                    or AwsError(
+                        "aws_unavailable", f"ec2:DescribeInstances in {batch.region}: no answer"
+                    )
+                )
 
 
 class DirectLookup:
@@ -348,15 +373,17 @@ class DirectLookup:
     It keeps the recent-state cache, so that several app servers still share confirmations.
     """
 
-    def __init__(self, describe: DescribeBatch, *, cache: StateCache | None = None,
-                 cache_seconds: int = 5) -> None:
+    def __init__(
+        self, describe: DescribeBatch, *, cache: StateCache | None = None, cache_seconds: int = 5
+    ) -> None:
         self._describe = describe
         self._states = _RecentStates(cache, cache_seconds)
         self._lock = threading.Lock()
         self._stats = LookupStats()
 
-    def describe_one(self, *, region: str, instance_id: str, role_arn: str = "",
-                     deadline: float | None = None) -> InstanceInfo | None:
+    def describe_one(
+        self, *, region: str, instance_id: str, role_arn: str = "", deadline: float | None = None
+    ) -> InstanceInfo | None:
         """As `CoalescingLookup.describe_one`, with a call of its own."""
         deadline = _deadline_or_default(deadline)
         if time.monotonic() >= deadline:

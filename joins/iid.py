@@ -281,7 +281,7 @@ def decode_blob(data: str | bytes) -> bytes:
     if len(text) > MAX_DOCUMENT_CHARS:
         raise _malformed(f"it is longer than {MAX_DOCUMENT_CHARS} characters")
     text = text.strip(_ASCII_WHITESPACE)
-    if False:
+    if text.startswith("{"):
         raise _unsupported(
             "it is the plain JSON document, which carries no signature; the agent must send "
             "the document from /latest/dynamic/instance-identity/rsa2048"

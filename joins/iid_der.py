@@ -99,8 +99,8 @@ class Cursor:
         return tag, self._length(pos + 1, bool(tag & 0x20))
 
     def peek(self) -> int | None:
-        """The tag of the next element, or None at the end of the current container."""
-        if self.at_end():
+        """The tag of the next element, or None at the end of the current container or input."""
+        if self.at_end() or self.pos >= self._limit:
             return None
         return self._data[self.pos]
 

@@ -19,6 +19,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, transact
 from django.utils import timezone
 
 from audit.services import record_action
+from joinadmin import metrics
 from joins import ratelimit
 from joins.authority import get_host_ca, public_ca_material
 from joins.aws import AwsError
@@ -373,6 +374,7 @@ def _register(trace: _Trace, attempt: JoinAttempt, request: JoinRequest, token: 
         # Another join of the same instance committed first: the unique host_id decided.
         attempt.pk = None
         raise trace.fail("not_joined", _already_joined(document)) from None
+    metrics.record_join(OUTCOME_ALLOWED, metrics.OK, time.monotonic() - started)
     material = public_ca_material()
     return JoinResult(
         status=200,
@@ -401,6 +403,7 @@ def _refuse(attempt: JoinAttempt, trace: _Trace, exc: JoinRejected, started: flo
     attempt.checks = trace.checks
     attempt.duration_ms = round((time.monotonic() - started) * 1000, 2)
     attempt.save()
+    metrics.record_join(attempt.outcome, exc.code, time.monotonic() - started)
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
     return JoinResult(
         status=status,

@@ -45,11 +45,17 @@ def ec2_lookup() -> Ec2Lookup:
         return _lookup
 
 
-def _describe_batch(region: str, role_arn: str, instance_ids: list[str],
-                    deadline: float) -> Mapping[str, InstanceInfo]:
+def _describe_batch(
+    region: str, role_arn: str, instance_ids: list[str], deadline: float
+) -> Mapping[str, InstanceInfo]:
     """One DescribeInstances call for the lookups, through the current `ec2_lookup()`."""
-    return ec2_lookup().describe(region=region, instance_ids=instance_ids, role_arn=role_arn,
-                                 deadline=deadline, report_not_found=True)
+    return ec2_lookup().describe(
+        region=region,
+        instance_ids=instance_ids,
+        role_arn=role_arn,
+        deadline=deadline,
+        report_not_found=True,
+    )
 
 
 class _StateCache:

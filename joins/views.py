@@ -3,7 +3,8 @@
 The history can hold millions of rows, so its pages never count it: the list pages by primary
 key (`?before=` / `?after=`), and the exports stream rows in chunks with constant memory. The
 filters are the API's own `JoinAttemptFilter`, so a URL copied from the console and a query
-against the API select the same rows.
+against the API select the same rows (host and instance IDs aside: the console matches those as
+prefixes, as the API does for a value ending in `*`).
 """
 
 from __future__ import annotations
@@ -109,13 +110,17 @@ FILTER_FIELDS = (
     ),
     FilterField("account", "AWS account"),
     FilterField("region", "Region"),
-    FilterField("host_id", "Host ID", help="End with * to match a prefix."),
-    FilterField("instance_id", "Instance ID", help="End with * to match a prefix."),
+    FilterField("host_id", "Host ID starts with", help="e.g. 111111111111-i-0ab"),
+    FilterField("instance_id", "Instance ID starts with", help="e.g. i-0ab"),
     FilterField("remote_addr", "Source address"),
     FilterField("since", "Since (UTC)", "datetime"),
     FilterField("until", "Until (UTC)", "datetime"),
 )
 FILTER_NAMES = tuple(field.name for field in FILTER_FIELDS)
+#: Filters the console always runs as "starts with": the API's prefix form is a trailing `*`,
+#: which the console adds, so that a typed "i-0ab" finds i-0abc... and a full ID still finds
+#: itself. The URL keeps what was typed.
+PREFIX_FILTERS = ("host_id", "instance_id")
 
 
 def error_label(code: str) -> str:
@@ -132,8 +137,13 @@ def with_labels(rows: Iterable[JoinAttempt]) -> list[JoinAttempt]:
 
 
 def _filtered(request: HttpRequest, queryset: Any) -> tuple[JoinAttemptFilter, dict[str, str]]:
+    """The history filter of the query string, and the non-empty parameters it was built from."""
     params = kept_params(request.GET, FILTER_NAMES)
-    return JoinAttemptFilter(params, queryset=queryset), params
+    data = {
+        name: value + "*" if name in PREFIX_FILTERS and not value.endswith("*") else value
+        for name, value in params.items()
+    }
+    return JoinAttemptFilter(data, queryset=queryset), params
 
 
 def _filter_inputs(filterset: JoinAttemptFilter, params: dict[str, str]) -> list[dict[str, Any]]:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.permissions import ReadForAuditorsWriteForAdmins
-from joinadmin.api import error_response
+from joinadmin.api import ApiErrorSerializer, error_response
 from joins.net import client_address
 from tokens.codecs import parse_tokens
 from tokens.models import Token
@@ -23,6 +23,58 @@ from tokens.services import (
     resource_snapshot,
     save_token,
 )
+
+# --- OpenAPI description of the token resource (documentation only: the codecs parse) -------
+
+
+class AllowRuleSchema(serializers.Serializer):
+    aws_account = serializers.CharField(required=False, help_text="12-digit AWS account id")
+    aws_regions = serializers.ListField(child=serializers.CharField(), required=False)
+    aws_role = serializers.CharField(required=False, help_text="IAM role ARN to assume")
+
+
+class TokenMetadataSchema(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField(required=False)
+    expires = serializers.DateTimeField(required=False, help_text="RFC 3339")
+    labels = serializers.DictField(child=serializers.CharField(), required=False)
+
+
+class TokenSpecSchema(serializers.Serializer):
+    roles = serializers.ListField(child=serializers.CharField())
+    join_method = serializers.CharField(help_text="ec2")
+    aws_iid_ttl = serializers.CharField(required=False, help_text="Go duration, default 5m")
+    allow = serializers.ListField(child=AllowRuleSchema())
+
+
+class TokenResourceSchema(serializers.Serializer):
+    """A token as `tctl create` takes it (CONTRACT section 3)."""
+
+    kind = serializers.CharField(help_text="token")
+    version = serializers.CharField(help_text="v2")
+    metadata = TokenMetadataSchema()
+    spec = TokenSpecSchema()
+
+
+class TokenStatusSchema(serializers.Serializer):
+    state = serializers.CharField(help_text="active or expired")
+    created = serializers.DateTimeField()
+    updated = serializers.DateTimeField()
+
+
+class TokenSchema(TokenResourceSchema):
+    """A stored token: the resource and a read-only `status` block."""
+
+    status = TokenStatusSchema()
+
+
+class TokenListSchema(serializers.Serializer):
+    results = TokenSchema(many=True)
+    next = serializers.CharField(allow_null=True, help_text="always null: one page")
+
+
+# Answers every operation may give: no or a bad credential, or a role that may not do this.
+AUTH_ERRORS = {401: ApiErrorSerializer, 403: ApiErrorSerializer}
 
 
 class RawBodyParser(BaseParser):
@@ -64,7 +116,11 @@ class TokenListView(APIView):
     permission_classes = [ReadForAuditorsWriteForAdmins]
     parser_classes = [RawBodyParser]
 
-    @extend_schema(summary="List tokens", responses={200: dict})
+    @extend_schema(
+        summary="List tokens",
+        operation_id="v1_tokens_list",
+        responses={200: TokenListSchema, **AUTH_ERRORS},
+    )
     def get(self, request: Request) -> Response:
         tokens = Token.objects.all()
         return Response({"results": [token_json(t) for t in tokens], "next": None})
@@ -72,8 +128,13 @@ class TokenListView(APIView):
     @extend_schema(
         summary="Create tokens from JSON or YAML (one or many documents, all or nothing)",
         parameters=[OpenApiParameter("force", bool, description="replace tokens that exist")],
-        request={"application/json": dict, "application/yaml": str},
-        responses={201: dict, 400: dict, 409: dict},
+        request={"application/json": TokenResourceSchema, "application/yaml": str},
+        responses={
+            201: TokenSchema,  # or a TokenList when several documents were given
+            400: ApiErrorSerializer,
+            409: ApiErrorSerializer,
+            **AUTH_ERRORS,
+        },
     )
     def post(self, request: Request) -> Response:
         force = request.query_params.get("force", "").lower() in {"1", "true", "yes"}
@@ -97,15 +158,21 @@ class TokenDetailView(APIView):
     def _get(self, name: str) -> Token | None:
         return Token.objects.filter(name=name).first()
 
-    @extend_schema(summary="Get a token", responses={200: dict, 404: dict})
+    @extend_schema(
+        summary="Get a token",
+        responses={200: TokenSchema, 404: ApiErrorSerializer, **AUTH_ERRORS},
+    )
     def get(self, request: Request, name: str) -> Response:
         token = self._get(name)
         if token is None:
             return error_response("not_found", f"no token named {name!r}", status.HTTP_404_NOT_FOUND)
         return Response(token_json(token))
 
-    @extend_schema(summary="Create or replace a token", request={"application/json": dict},
-                   responses={200: dict, 201: dict, 400: dict})
+    @extend_schema(
+        summary="Create or replace a token",
+        request={"application/json": TokenResourceSchema, "application/yaml": str},
+        responses={200: TokenSchema, 201: TokenSchema, 400: ApiErrorSerializer, **AUTH_ERRORS},
+    )
     def put(self, request: Request, name: str) -> Response:
         try:
             resources = parse_tokens(request.data)
@@ -122,7 +189,10 @@ class TokenDetailView(APIView):
         return Response(token_json(token),
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
-    @extend_schema(summary="Delete a token", responses={204: None, 404: dict})
+    @extend_schema(
+        summary="Delete a token",
+        responses={204: None, 404: ApiErrorSerializer, **AUTH_ERRORS},
+    )
     def delete(self, request: Request, name: str) -> Response:
         try:
             delete_token(name, actor=request.user, **_actor_meta(request))

@@ -29,7 +29,7 @@ def test_the_dashboard_counts_tokens_hosts_and_recent_attempts(
         make_attempt(outcome="denied", reason="token 'x' expired at 2026-01-01")
         make_attempt(outcome="error", error="aws_unavailable", reason="DescribeInstances timed out")
         make_attempt(outcome="denied", time=NOW - timedelta(days=3), reason="old refusal")
-        with django_assert_max_num_queries(10):
+        with django_assert_max_num_queries(14):
             html = auditor_client.get("/").content.decode()
     assert stat(html, "Active tokens") == "1"
     assert stat(html, "Expired tokens") == "1"

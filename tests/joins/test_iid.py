@@ -300,6 +300,18 @@ def test_a_truncated_sample_is_malformed(keep, store):
     assert error.code == "iid_malformed"
 
 
+@pytest.mark.parametrize("after", ["content", "first end-of-contents"])
+def test_a_sample_cut_where_more_elements_may_follow_is_malformed(after, store):
+    binary = sample_binary(RSA_SAMPLES[0])
+    content = iid_cms.parse_envelope(binary).content
+    content_end = binary.index(content) + len(content)
+    cut = content_end + 6 if after == "content" else content_end + 2
+
+    error = refusal(base64.b64encode(binary[:cut]).decode(), store)
+
+    assert error.code == "iid_malformed"
+
+
 def test_the_dsa_pkcs7_sample_is_an_unsupported_form(store):
     error = refusal(sample_text(DSA_SAMPLE), store)
 
