@@ -40,7 +40,7 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prometheus_multiprocess
 
-from joins.constants import ERROR_CODES, ERROR_OUTCOME, OUTCOME_ALLOWED
+from joins.constants import ERROR_CODES, ERROR_OUTCOME, OUTCOME_ALLOWED, OUTCOMES
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponse
@@ -108,6 +108,8 @@ AWS_THROTTLES = Counter(
 # Every series exists from the start at 0, so that rate() and absent-series alerts work before
 # the first refusal of a kind.
 JOIN_ATTEMPTS.labels(OUTCOME_ALLOWED, OK)
+for _outcome in OUTCOMES:
+    JOIN_DURATION.labels(_outcome)
 for _code, _outcome in ERROR_OUTCOME.items():
     JOIN_ATTEMPTS.labels(_outcome, _code)
 for _operation in AWS_OPERATIONS:

@@ -141,9 +141,7 @@ def test_the_django_admin_sign_in_shares_the_same_budget(client: Client, superus
     superuser.set_password(PASSWORD)
     superuser.save()
     for _ in range(3):
-        client.post(
-            "/django-admin/login/", {"username": superuser.username, "password": "wrong"}
-        )
+        client.post("/django-admin/login/", {"username": superuser.username, "password": "wrong"})
     response = client.post(
         "/django-admin/login/", {"username": superuser.username, "password": PASSWORD}
     )
