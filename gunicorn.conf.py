@@ -1,18 +1,22 @@
 """gunicorn settings for joinadmin.
 
-Why gthread workers, and why these numbers (figures in bench/RESULTS.md):
+Why gthread workers, and why these numbers (measurements in bench/RESULTS.md):
 
-* A join is mostly waiting: for the DescribeInstances answer, which `joins/coalesce.py` holds
-  back for up to a window so that concurrent joins share one call, and for SQLite's write lock.
-  A waiting thread releases the GIL, so one process keeps many joins in flight on threads.
-* Coalescing happens inside one process: every worker process gathers its own batches. Few
-  processes with many threads each make large batches (1,000 joins on 2 workers of 128 threads:
-  about 11 calls); many small processes would each send their own small calls, and sync workers
-  could not coalesce at all. So: one process per core (the CPU parts, document verification and
-  certificate signing, need one core each), and `threads` about the number of ids one call
-  carries (100), so that a single process can fill a batch.
-* `worker_connections` above the threads lets a burst queue in the worker instead of in the
-  kernel's accept backlog; `backlog` holds a thousand instances connecting at the same moment.
+* A join mostly waits: for DescribeInstances, which `joins/coalesce.py` holds back for up to its
+  window so that concurrent joins share one call, and for the database. A waiting thread
+  releases the GIL, so one process keeps many joins in flight on threads. Sync workers would
+  hold one join per process and could never share a call.
+* Coalescing happens inside a process: each worker process gathers its own batches, and a
+  batch can only hold as many joins as the process has threads waiting. So: few processes (one
+  per core, for the CPU parts: document verification, certificate signing, Django), each with
+  more threads than the ids one call carries (100). With 2 workers of 128 threads, 1,000
+  instances joining at once cost about a dozen DescribeInstances calls; with 8 threads per
+  worker they would cost a hundred or more.
+* Every thread that touches the database holds its own connection while its join waits. On
+  PostgreSQL, max_connections must therefore exceed servers x workers x threads (plus the
+  console's), or a pooler such as pgbouncer must sit in front; SQLite needs nothing.
+* `worker_connections` above the threads lets a burst queue inside the worker rather than in
+  the kernel's accept backlog, and `backlog` holds a thousand instances connecting at once.
 Tune with the variables below.
 """
 
@@ -20,7 +24,7 @@ import multiprocessing
 import os
 
 bind = os.environ.get("JOINADMIN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
-workers = int(os.environ.get("JOINADMIN_WORKERS", str(multiprocessing.cpu_count())))
+workers = int(os.environ.get("JOINADMIN_WORKERS", str(max(2, multiprocessing.cpu_count()))))
 worker_class = "gthread"
 threads = int(os.environ.get("JOINADMIN_THREADS", "128"))
 worker_connections = int(os.environ.get("JOINADMIN_WORKER_CONNECTIONS", "2000"))
@@ -39,10 +43,10 @@ forwarded_allow_ips = os.environ.get("JOINADMIN_FORWARDED_ALLOW_IPS", "127.0.0.1
 # Each worker writes its counters to files in this folder and /metrics adds them up, so a scrape
 # sees the whole server, not whichever worker answered. Set here, before any worker starts, so
 # that every worker inherits it; an operator's own PROMETHEUS_MULTIPROC_DIR is kept.
-os.environ.setdefault(
-    "PROMETHEUS_MULTIPROC_DIR",
-    os.path.join(os.path.abspath(os.environ.get("JOINADMIN_DATA_DIR") or "var"), "prometheus"),
-)
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(
+        os.path.abspath(os.environ.get("JOINADMIN_DATA_DIR") or "var"), "prometheus"
+    )
 
 
 def on_starting(server):

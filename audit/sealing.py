@@ -22,7 +22,8 @@ Sealed columns
     Every concrete column, except `AdminAction.actor_id`: deleting a user account legitimately
     sets it to NULL (`on_delete=SET_NULL`), which would look like tampering; `actor_name`,
     sealed, keeps who acted. The column list is stored in (and signed with) each seal, so a later
-    migration that adds a column does not break older seals.
+    migration that adds a column does not break older seals; one that rewrites sealed values
+    (a changed type, a data migration) does, and verification reports those rows as changed.
 
 Joins are never slowed or serialised
     Sealing only reads the audit tables (no lock, no transaction around the hashing) and writes

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
+from django.db.models import Max, Min, Q
 from django.utils import timezone
 
 from audit.digests import derive_signing_key, fingerprint, public_key_text, signature_valid
@@ -114,3 +116,43 @@ def verification_is_authentic(verification: SealVerification) -> bool:
     return verification.public_key in trusted_seal_keys() and signature_valid(
         verification.public_key, verification.statement(), verification.signature
     )
+
+
+def sealed_id_floor(stream: str, since: datetime, *, using: str = "default") -> int | None:
+    """The lowest id at which a row of `stream` with `time >= since` can be, as seals tell.
+
+    Each seal states the earliest and latest row time of its id range (signed, and checked by
+    `audit verify`), so a sealed range whose latest row is older than `since` holds no such row.
+    That makes the seals an exact time-to-id map for the history's time filters: a filter on a
+    time column alone cannot use the id order the history pages by. Rows after the last seal
+    are not summarised, so the floor never passes them. A sealed row whose time was altered
+    afterwards may fall outside the bound; `audit verify` reports that row. None when nothing
+    is sealed.
+    """
+    found = (
+        Seal.objects.using(using)
+        .filter(stream=stream)
+        .aggregate(head=Max("last_id"), floor=Min("first_id", filter=Q(last_time__gte=since)))
+    )
+    if found["head"] is None:
+        return None
+    return found["floor"] if found["floor"] is not None else found["head"] + 1
+
+
+def sealed_id_ceiling(
+    stream: str, until: datetime, *, using: str = "default"
+) -> tuple[int | None, int] | None:
+    """(the highest sealed id that can hold a row with `time < until`, the last sealed id).
+
+    The first is None when no sealed range holds such a row. Rows after the last sealed id are
+    not covered: the caller checks them (see `sealed_id_floor` for why this is exact). None when
+    nothing is sealed.
+    """
+    found = (
+        Seal.objects.using(using)
+        .filter(stream=stream)
+        .aggregate(head=Max("last_id"), ceiling=Max("last_id", filter=Q(first_time__lt=until)))
+    )
+    if found["head"] is None:
+        return None
+    return found["ceiling"], found["head"]

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (  # noqa: E402
+from bench.common import (
     Documents,
     all_at_once,
     cpu_seconds,
@@ -43,12 +44,19 @@ MAX_SECONDS = 10.0
 
 
 def run_mode(
-    coalesce: bool, documents: Documents, bodies: list[bytes], warmup: bytes, args: argparse.Namespace
+    coalesce: bool,
+    documents: Documents,
+    bodies: list[bytes],
+    warmup: bytes,
+    args: argparse.Namespace,
 ) -> dict[str, object]:
     ids = instance_ids(len(bodies) + 1)
     standin = {"burst": 50, "rate": 10, "latency_ms": args.aws_latency_ms}
     env = {"JOINADMIN_AWS_COALESCE": "true" if coalesce else "false"}
-    with running(documents=documents, standin=standin, env=env) as (server, aws):
+    with running(documents=documents, standin=standin, env=env, database_url=args.database_url) as (
+        server,
+        aws,
+    ):
         aws.add_running(ids)
         warm, _ = asyncio.run(all_at_once(server.port, "/api/v1/join", [warmup]))
         if warm[0].status != 200:
@@ -60,7 +68,7 @@ def run_mode(
         cpu = cpu_seconds() - cpu
         stats = aws.stats()
         hosts = server.count("SELECT COUNT(*) FROM joins_host") - 1
-        workers = len(server.worker_pids())
+        shape = server.describe()
     latencies = [reply.seconds for reply in replies]
     return {
         "coalesce": coalesce,
@@ -75,9 +83,11 @@ def run_mode(
         "throttled": stats["throttled"],
         "max_ids": stats["max_ids_per_call"],
         "ids_asked": stats["ids_asked"],
+        "sizes": stats["ids_per_answered_call"],
+        "load": os.getloadavg()[0],
         "hosts": hosts,
         "client_cpu": cpu,
-        "workers": workers,
+        "shape": shape,
     }
 
 
@@ -88,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         "--aws-latency-ms", type=float, default=100, help="how long the stand-in takes to answer"
     )
     parser.add_argument("--modes", default="on,off", help="coalescing modes to run, in order")
+    parser.add_argument(
+        "--database-url",
+        default="",
+        help="a PostgreSQL server (postgres://user@host:port/) to run on a fresh database of; "
+        "default: SQLite in the server's data dir",
+    )
     args = parser.parse_args(argv)
     modes = [mode.strip() == "on" for mode in args.modes.split(",") if mode.strip()]
 
@@ -119,8 +135,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['wall']:.2f} s | {r['p50']:.2f} s | {r['p99']:.2f} s | "
             f"{r['calls']} ({r['throttled']}) | {r['max_ids']} | {r['hosts']} |"
         )
-    print(f"\nServer workers: {results[0]['workers']}; client CPU per run: "
-          + ", ".join(f"{r['client_cpu']:.2f} s" for r in results))
+    print(f"\nServer: {results[0]['shape']}.")
+    for r in results:
+        sizes = r["sizes"]
+        shown = ", ".join(map(str, sizes[:40])) + (", ..." if len(sizes) > 40 else "")  # type: ignore[arg-type]
+        print(
+            f"Coalescing {'on' if r['coalesce'] else 'off'}: client CPU {r['client_cpu']:.2f} s; "
+            f"load average (1 min) after the run {r['load']:.2f}; ids per answered call: {shown}"
+        )
 
     failed = []
     for r in results:

@@ -29,12 +29,13 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -216,14 +217,24 @@ class StandIn:
 class Server:
     """gunicorn with gunicorn.conf.py, on its own port and data dir."""
 
-    def __init__(self, *, standin_url: str, documents: Documents, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        *,
+        standin_url: str,
+        documents: Documents,
+        env: dict[str, str],
+        database_url: str = "",
+    ) -> None:
         self.data_dir = Path(tempfile.mkdtemp(prefix="joinadmin-bench-"))
+        self.database = Database(database_url) if database_url else None
         self.port = free_port()
         documents.write_certs(self.data_dir / "iid-certs")
+        # Real AWS credentials or another database must never reach a benchmark server; any
+        # other JOINADMIN_* variable passes through, so e.g. JOINADMIN_THREADS=32 tunes a run.
         self.env = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith(("AWS_", "JOINADMIN_", "DATABASE_URL", "PROMETHEUS_"))
+            if not key.startswith(("AWS_", "DATABASE_URL", "PROMETHEUS_"))
         }
         self.env.update(
             {
@@ -240,6 +251,8 @@ class Server:
                 "AWS_ENDPOINT_URL_EC2": standin_url,
             }
         )
+        if self.database is not None:
+            self.env["DATABASE_URL"] = self.database.url
         self.env.update(env)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir / "gunicorn.log"
@@ -285,6 +298,8 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def count(self, sql: str) -> int:
+        if self.database is not None:
+            return self.database.count(sql)
         with sqlite3.connect(self.data_dir / "joinadmin.sqlite3", timeout=30) as db:
             return int(db.execute(sql).fetchone()[0])
 
@@ -306,15 +321,63 @@ class Server:
                 self.process.wait(timeout=10)
         if not keep:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+            if self.database is not None:
+                self.database.drop()
+
+    def describe(self) -> str:
+        """The database and gunicorn shape, for the benchmark's method line."""
+        shape = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import runpy; c = runpy.run_path('gunicorn.conf.py'); "
+                "print(c['workers'], c['threads'])",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        database = "PostgreSQL" if self.database is not None else "SQLite (WAL) in the data dir"
+        return f"{database}; gunicorn gthread, {shape[0]} workers x {shape[1]} threads"
+
+
+class Database:
+    """A fresh PostgreSQL database for one run, made on the server `server_url` names and
+    dropped afterwards, so a run never touches data of its own or anyone else's."""
+
+    def __init__(self, server_url: str) -> None:
+        import psycopg
+
+        self._psycopg = psycopg
+        parts = urlsplit(server_url)
+        self.name = f"joinadmin_bench_{os.getpid()}_{int(time.time())}"
+        self.server = parts._replace(path="/postgres").geturl()
+        self.url = parts._replace(path=f"/{self.name}").geturl()
+        with psycopg.connect(self.server, autocommit=True) as db:
+            db.execute(f'CREATE DATABASE "{self.name}"')
+
+    def count(self, sql: str) -> int:
+        with self._psycopg.connect(self.url) as db:
+            row = db.execute(sql).fetchone()
+            return int(row[0]) if row else 0
+
+    def drop(self) -> None:
+        with self._psycopg.connect(self.server, autocommit=True) as db:
+            db.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
 @contextmanager
 def running(
-    *, documents: Documents, standin: dict[str, Any], env: dict[str, str]
+    *, documents: Documents, standin: dict[str, Any], env: dict[str, str], database_url: str = ""
 ) -> Iterator[tuple[Server, StandIn]]:
-    """A stand-in and a server using it, stopped (and the data dir removed) afterwards."""
+    """A stand-in and a server using it, stopped (and the data dir removed) afterwards.
+
+    `database_url` (e.g. `postgres://postgres@127.0.0.1:5432/`) runs the server on a fresh
+    PostgreSQL database of that server instead of SQLite in the data dir."""
     aws = StandIn(**standin)
-    server = Server(standin_url=aws.url, documents=documents, env=env)
+    server = Server(standin_url=aws.url, documents=documents, env=env, database_url=database_url)
     try:
         server.start()
         yield server, aws
@@ -368,10 +431,8 @@ class Connection:
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-            try:
+            with suppress(OSError):
                 await self.writer.wait_closed()
-            except OSError:
-                pass
         self.reader = self.writer = None
 
 
@@ -408,7 +469,7 @@ async def all_at_once(port: int, path: str, bodies: Sequence[bytes]) -> tuple[li
 
 
 async def closed_loop(
-    port: int, path: str, bodies: Sequence[bytes], *, connections: int, seconds: float
+    port: int, path: str, bodies: Iterable[bytes], *, connections: int, seconds: float
 ) -> tuple[list[Reply], float]:
     """`connections` clients each sending its next request when the last is answered, for
     `seconds` (or until the bodies run out); the replies and the elapsed time."""

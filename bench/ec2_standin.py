@@ -88,6 +88,7 @@ class StandIn:
             self.not_found = 0
             self.ids_asked = 0
             self.max_ids = 0
+            self.sizes: list[int] = []  # ids per answered call, in order
             self.first_call: float | None = None
             self.last_call: float | None = None
         self.bucket.refill()
@@ -102,6 +103,7 @@ class StandIn:
                 "not_found": self.not_found,
                 "ids_asked": self.ids_asked,
                 "max_ids_per_call": self.max_ids,
+                "ids_per_answered_call": list(self.sizes),
                 "seconds_first_to_last_call": round(span, 3),
                 "instances": len(self.states),
             }
@@ -129,6 +131,9 @@ def _instance_xml(instance_id: str, state: str) -> str:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as botocore's connection pool expects
+    # Headers and body leave in two writes; with Nagle's algorithm the body would wait for the
+    # client's delayed ACK (40 ms), which AWS does not make anyone wait.
+    disable_nagle_algorithm = True
     server_version = "ec2-standin"
     standin: StandIn
 
@@ -194,6 +199,7 @@ class Handler(BaseHTTPRequestHandler):
                 standin.not_found += 1
             else:
                 standin.answered += 1
+                standin.sizes.append(len(ids))
         if unknown:
             if len(unknown) > 1:
                 message = f"The instance IDs '{', '.join(unknown)}' do not exist"

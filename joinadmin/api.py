@@ -65,6 +65,7 @@ def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     return defaults.page_not_found(request, exception)
 
 
-def error_response(code: str, message: str, http_status: int = status.HTTP_400_BAD_REQUEST,
-                   **extra: Any) -> Response:
+def error_response(
+    code: str, message: str, http_status: int = status.HTTP_400_BAD_REQUEST, **extra: Any
+) -> Response:
     return Response({"error": code, "message": message, **extra}, status=http_status)

@@ -13,7 +13,7 @@ def cli_actor() -> str:
     """Who ran a command, as the admin log records it."""
     try:
         return f"cli:{getpass.getuser()}"
-    except Exception:  # noqa: BLE001 - no login name in some containers
+    except Exception:
         return "cli"
 
 

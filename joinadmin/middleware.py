@@ -26,7 +26,9 @@ class SecurityHeadersMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
         response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+        response.headers.setdefault(
+            "Permissions-Policy", "camera=(), microphone=(), geolocation=()"
+        )
         return response
 
 
@@ -56,7 +58,8 @@ class DatabaseUnavailableMiddleware:
             )
         else:
             response = HttpResponse(
-                f"<!doctype html><title>Unavailable</title><h1>Service unavailable</h1><p>{message}.</p>",
+                "<!doctype html><title>Unavailable</title><h1>Service unavailable</h1>"
+                f"<p>{message}.</p>",
                 status=503,
             )
         response["Retry-After"] = "5"

@@ -248,16 +248,22 @@ SPECTACULAR_SETTINGS = {
 
 # --- joinadmin ------------------------------------------------------------------------------
 IID_CERTS_DIR = os.environ.get("JOINADMIN_IID_CERTS_DIR") or None
+# Certificates added in the console live in the database; each process re-checks them at most
+# this often, so a change reaches every server within this many seconds.
+IID_CERTS_REFRESH_SECONDS = float(os.environ.get("JOINADMIN_IID_CERTS_REFRESH_SECONDS", "5"))
 JOIN_RATE_LIMIT = os.environ.get("JOINADMIN_JOIN_RATE_LIMIT", "20/s")
 JOIN_TOKEN_RATE_LIMIT = os.environ.get("JOINADMIN_JOIN_TOKEN_RATE_LIMIT", "off")
 JOIN_MAX_BODY_BYTES = int(os.environ.get("JOINADMIN_JOIN_MAX_BODY_BYTES", str(64 * 1024)))
 HOST_CERT_TTL_HOURS = int(os.environ.get("JOINADMIN_HOST_CERT_TTL_HOURS", "24"))
 CLUSTER_NAME = os.environ.get("JOINADMIN_CLUSTER_NAME", "joinadmin")
 AWS_TIME_BUDGET_SECONDS = float(os.environ.get("JOINADMIN_AWS_TIME_BUDGET_SECONDS", "8"))
-# Concurrent joins share DescribeInstances calls (joins/coalesce.py): a lookup waits at most the
-# window for others of the same region and role, up to 100 ids per call. Off: one call per join.
+# Concurrent joins share DescribeInstances calls (joins/coalesce.py): a batch of one region and
+# role goes at 100 ids, or once no lookup joined it for the window and the process has a token
+# for a partial call (a bucket of BURST, one back per INTERVAL). Off: one call per join.
 AWS_COALESCE = env_bool("JOINADMIN_AWS_COALESCE", True)
 AWS_COALESCE_WINDOW_MS = float(os.environ.get("JOINADMIN_AWS_COALESCE_WINDOW_MS", "50"))
+AWS_COALESCE_INTERVAL_MS = float(os.environ.get("JOINADMIN_AWS_COALESCE_INTERVAL_MS", "2000"))
+AWS_COALESCE_BURST = int(os.environ.get("JOINADMIN_AWS_COALESCE_BURST", "2"))
 AWS_MAX_CALLS_IN_FLIGHT = int(os.environ.get("JOINADMIN_AWS_MAX_CALLS_IN_FLIGHT", "8"))
 # How long a `running` answer is kept in the cache (shared through JOINADMIN_CACHE_URL); 0: never.
 AWS_STATE_CACHE_SECONDS = int(os.environ.get("JOINADMIN_AWS_STATE_CACHE_SECONDS", "5"))

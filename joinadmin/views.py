@@ -8,6 +8,7 @@ short backward index scan; nothing here counts the whole join history.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,8 +28,12 @@ from joinadmin.security import ThrottledAuthenticationForm, refusal_status
 from joins import charts, stats
 from joins.constants import ERROR_OUTCOME, OUTCOME_ALLOWED, OUTCOME_DENIED, OUTCOMES
 from joins.models import Host, JoinAttempt
+from joins.trust import certificate_store
+from joins.trusted_certs import attention_needed
 from joins.views import ATTEMPT_ROW_FIELDS, error_label, with_labels
 from tokens.models import Token
+
+log = logging.getLogger(__name__)
 
 RECENT_REFUSALS = 10
 OUTCOME_LABELS = {"allowed": "Allowed", "denied": "Denied", "error": "Error"}
@@ -186,6 +191,17 @@ def audit_integrity() -> dict[str, Any] | None:
     return {"seals": seals, "verification": verification, "authentic": authentic}
 
 
+def certificate_warnings(now: datetime) -> list[tuple[str, str, datetime]]:
+    """AWS certificates in use that expire within 90 days or have expired (region, status,
+    not-after); empty, with the reason logged, when the certificates cannot be loaded at all,
+    which the trusted-certificates page explains."""
+    try:
+        return attention_needed(certificate_store(), now)
+    except ValueError:
+        log.exception("AWS certificates cannot be loaded")
+        return []
+
+
 @require_safe
 @viewer_required
 def dashboard(request: HttpRequest) -> HttpResponse:
@@ -212,5 +228,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "charts": overview_charts(stats_range, stats.fold(hourly, win)),
         "ranges": range_links(stats_range),
         "integrity": audit_integrity(),
+        "certificate_warnings": certificate_warnings(now),
     }
     return render(request, "dashboard.html", context)

@@ -17,6 +17,7 @@ from typing import Any
 from joinadmin_agent.client import (
     JoinError,
     JoinRefused,
+    Rejoin,
     ServerUrlError,
     join_url,
     post_join,
@@ -27,10 +28,12 @@ from joinadmin_agent.identity import (
     DEFAULT_DATA_DIR,
     HostKeys,
     IdentityError,
+    has_identity,
     open_identity,
     store_credentials,
 )
 from joinadmin_agent.imds import ImdsClient, ImdsError, InstanceIdentity
+from joinadmin_agent.rejoin import proof_signer
 from joinadmin_agent.systemd import DEFAULT_CONFIG, UnitError, render_unit, write_unit
 
 PROG = "joinadmin-agent"
@@ -45,7 +48,22 @@ _HINTS = {
     "no_matching_rule": "the token has no allow rule for this instance's account and region",
     "instance_already_joined": (
         "this instance has joined before; an administrator must forget its host "
-        "(`manage.py hosts forget HOST_ID` or the console) before it can join again"
+        "(`manage.py hosts forget HOST_ID` or the console) before it can join again, or allow "
+        "re-joins on the token (spec.allow_rejoin: true) so that the agent re-joins by itself "
+        "with the key in its data dir"
+    ),
+    "rejoin_proof_invalid": (
+        "the server does not accept this data dir's key as the host's key (the data dir was "
+        "replaced, or the host was re-keyed elsewhere); an administrator must forget the host, "
+        "then move the data dir aside and join again"
+    ),
+    "rejoin_challenge_invalid": (
+        "the server's challenge expired or was already used; run join again (if it keeps "
+        "happening, check the join servers' clocks)"
+    ),
+    "iid_replayed": (
+        "the identity document is older than the one this host last joined with; check that "
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT points at this instance's metadata service"
     ),
 }
 
@@ -145,6 +163,9 @@ def _join(args: argparse.Namespace) -> int:
 
     try:
         identity = ImdsClient().fetch_identity()
+        # Looked at before open_identity creates anything: keys from an earlier run mean this
+        # host may be registered, and then only a proof of its key lets it join again.
+        rejoining = has_identity(data_dir)
         keys = open_identity(data_dir, identity.host_id)
         payload = _join_request(
             token=token,
@@ -154,7 +175,14 @@ def _join(args: argparse.Namespace) -> int:
             node_name=node_name or socket.gethostname(),
             dns_names=args.dns_names,
         )
-        result = post_join(server, payload, ca_file=args.ca_file, on_retry=_report_retry)
+        result = post_join(
+            server,
+            payload,
+            ca_file=args.ca_file,
+            on_retry=_report_retry,
+            rejoin=_rejoin(identity, keys) if rejoining else None,
+            on_notice=_report_notice,
+        )
         store_credentials(data_dir, identity.host_id, keys, result, server)
     except JoinRefused as exc:
         _report_refusal(exc)
@@ -168,7 +196,8 @@ def _join(args: argparse.Namespace) -> int:
         _error(f"{exc.filename or 'I/O'}: {exc.strerror or exc}")
         return EXIT_FAILED
     print(
-        f"joined as {result.host_id} with roles {_clean(', '.join(result.roles)) or '-'}; "
+        f"{'re-joined' if result.rejoined else 'joined'} as {result.host_id} with roles "
+        f"{_clean(', '.join(result.roles)) or '-'}; "
         f"credentials in {data_dir} valid until {_clean(result.expires)} "
         f"(join attempt {_clean(result.join_attempt_id)})"
     )
@@ -201,6 +230,24 @@ def _join_request(
     return payload
 
 
+def _rejoin(identity: InstanceIdentity, keys: HostKeys) -> Rejoin:
+    """The proof of a re-join: signed with the TLS key the server last certified.
+
+    The agent keeps its key pairs, so the keys to certify are the same ones; the server would
+    also accept new keys signed for by the old one.
+    """
+    return Rejoin(
+        host_id=identity.host_id,
+        sign=proof_signer(
+            host_id=identity.host_id,
+            document=identity.rsa2048,
+            signing_key=keys.tls_key,
+            tls_public_key=keys.tls_key.public_key(),
+            ssh_public_key=keys.ssh_key.public_key(),
+        ),
+    )
+
+
 def _install_systemd(args: argparse.Namespace) -> int:
     try:
         text = render_unit(data_dir=args.data_dir, config=args.config)
@@ -231,6 +278,10 @@ def _roles(value: str | None) -> list[str] | None:
 
 def _report_retry(reason: str, wait: float) -> None:
     _error(f"{_clean(reason)}; retrying in {wait:.1f}s")
+
+
+def _report_notice(text: str) -> None:
+    _error(_clean(text))
 
 
 def _report_refusal(exc: JoinRefused) -> None:

@@ -1,5 +1,9 @@
 """HTTP client for ``POST /api/v1/join``: send the join request, retry only what may pass later.
 
+A host that joined before re-joins with a proof of its key (``joinadmin_agent/rejoin.py``):
+every attempt then first asks ``POST /api/v1/join/challenge`` for a fresh challenge, since a
+challenge is good for one join only. A server without that endpoint (404) gets a plain join.
+
 The identity document is the credential, so it only travels over verified TLS (plain HTTP is
 accepted for a loopback server alone). Only answers that mean "try again later" are retried:
 ``aws_unavailable`` (503), ``rate_limited`` (429) and failures to get any answer at all. Every
@@ -28,6 +32,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 JOIN_PATH = "/api/v1/join"
+CHALLENGE_PATH = "/api/v1/join/challenge"
+# A challenge endpoint answering these does not exist: the server predates re-joins.
+NO_CHALLENGE_STATUSES = frozenset({404, 405})
 MAX_RESPONSE_BYTES = 1024 * 1024
 RETRYABLE_STATUSES = frozenset({429, 503})
 USER_AGENT = "joinadmin-agent"
@@ -98,6 +105,7 @@ class JoinResult:
     ssh_ca_keys: list[str]
     expires: str
     join_attempt_id: str
+    rejoined: bool = False
 
     @classmethod
     def from_json(cls, data: Any) -> JoinResult:
@@ -114,6 +122,7 @@ class JoinResult:
             ssh_ca_keys=_string_list(data, "ssh_ca_keys"),
             expires=_field(data, "expires", str),
             join_attempt_id=_field(data, "join_attempt_id", str),
+            rejoined=data.get("rejoined") is True,
         )
         _check_certificates(result.tls_cert, "tls_cert")
         if not result.tls_ca_certs:
@@ -186,6 +195,20 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
     return context
 
 
+@dataclass
+class Rejoin:
+    """How to prove, on each attempt, that this host holds the key it was last certified for.
+
+    ``sign`` maps a challenge to the base64 signature of the ``rejoin`` block
+    (``joinadmin_agent.rejoin.proof_signer``). ``supported`` turns False when the server has
+    no challenge endpoint, and the remaining attempts are plain joins.
+    """
+
+    host_id: str
+    sign: Callable[[str], str]
+    supported: bool = True
+
+
 def post_join(
     server: str,
     payload: dict[str, Any],
@@ -197,9 +220,12 @@ def post_join(
     clock: Callable[[], float] = time.monotonic,
     rng: Callable[[], float] = random.random,
     on_retry: Callable[[str, float], None] | None = None,
+    rejoin: Rejoin | None = None,
+    on_notice: Callable[[str], None] | None = None,
 ) -> JoinResult:
     """POST the join request and return the validated credentials.
 
+    With ``rejoin``, each attempt carries a proof over a challenge fetched for that attempt.
     Raises JoinRefused for a final refusal, JoinError when retries ran out or the answer
     cannot be used, ServerUrlError for an unusable server URL or CA file.
     """
@@ -207,23 +233,24 @@ def post_join(
     sleep = sleep or _sleep
     url = join_url(server)
     opener = _opener(url, ca_file)
-    body = json.dumps(payload).encode()
     started = clock()
     attempt = 0
     while True:
         attempt += 1
         try:
-            status, headers, raw = _exchange(opener, url, body, timeout)
+            answered, status, headers, raw = _attempt(
+                opener, url, payload, rejoin, timeout, on_notice
+            )
         except _NoAnswer as exc:
-            last: JoinError = JoinError(f"no answer from {url}: {exc}")
+            last: JoinError = JoinError(f"no answer from {exc.url or url}: {exc}")
             retry_after = None
         else:
             if status == 200:
                 return JoinResult.from_json(_json_or_none(raw))
             error = _server_error(status, headers, raw)
             if status not in RETRYABLE_STATUSES:
-                raise JoinRefused(_describe(url, error), error)
-            last = JoinError(_describe(url, error), error)
+                raise JoinRefused(_describe(answered, error), error)
+            last = JoinError(_describe(answered, error), error)
             retry_after = error.retry_after
         if attempt >= policy.max_attempts:
             raise JoinError(f"giving up after {attempt} attempts: {last}", last.server_error)
@@ -242,8 +269,62 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
+def _attempt(
+    opener: urllib.request.OpenerDirector,
+    url: str,
+    payload: dict[str, Any],
+    rejoin: Rejoin | None,
+    timeout: float,
+    on_notice: Callable[[str], None] | None,
+) -> tuple[str, int, dict[str, str], bytes]:
+    """One attempt: for a re-join a challenge first, then the join; returns who answered what.
+
+    A failed challenge request is answered like a failed join (429/503 retried, the rest
+    final), since the join cannot be sent without it.
+    """
+    body = payload
+    if rejoin is not None and rejoin.supported:
+        challenge_at = url + CHALLENGE_PATH.removeprefix(JOIN_PATH)
+        request = json.dumps({"host_id": rejoin.host_id}).encode()
+        status, headers, raw = _exchange(opener, challenge_at, request, timeout)
+        if status in NO_CHALLENGE_STATUSES:
+            rejoin.supported = False
+            if on_notice is not None:
+                on_notice(
+                    f"{challenge_at} answered HTTP {status}: the server does not offer re-joins; "
+                    "sending a plain join"
+                )
+        elif status != 200:
+            return challenge_at, status, headers, raw
+        else:
+            challenge = _challenge(_json_or_none(raw), rejoin.host_id)
+            try:
+                signature = rejoin.sign(challenge)
+            except ValueError as exc:
+                raise JoinError(f"cannot sign the server's challenge: {exc}") from None
+            body = {**payload, "rejoin": {"challenge": challenge, "signature": signature}}
+    status, headers, raw = _exchange(opener, url, json.dumps(body).encode(), timeout)
+    return url, status, headers, raw
+
+
+def _challenge(data: Any, host_id: str) -> str:
+    """The challenge of a 200 answer of the challenge endpoint; JoinError if it has none."""
+    if not isinstance(data, dict):
+        raise JoinError("the server's challenge answer is not a JSON object")
+    challenge = data.get("challenge")
+    if not isinstance(challenge, str) or not challenge or len(challenge) > 1024:
+        raise JoinError("the server's challenge answer has no valid challenge")
+    if data.get("host_id") not in (None, host_id):
+        raise JoinError("the server sent a challenge for another host")
+    return challenge
+
+
 class _NoAnswer(Exception):
     """The request got no HTTP answer (refused, reset, timed out); worth retrying."""
+
+    def __init__(self, message: str, url: str = "") -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -296,13 +377,13 @@ def _exchange(
             ) from None
         if isinstance(reason, ssl.SSLError):
             raise JoinRefused(f"TLS handshake with {url} failed: {reason}") from None
-        raise _NoAnswer(str(reason)) from None
+        raise _NoAnswer(str(reason), url) from None
     except ssl.SSLError as exc:
         raise JoinRefused(f"TLS error talking to {url}: {exc}") from None
     except (OSError, http.client.HTTPException) as exc:
         # urllib wraps only connection errors; a dropped connection while waiting for or
         # reading the answer surfaces raw from http.client.
-        raise _NoAnswer(str(exc) or type(exc).__name__) from None
+        raise _NoAnswer(str(exc) or type(exc).__name__, url) from None
 
 
 def _read_capped(response: Any) -> bytes:

@@ -93,6 +93,16 @@ class HostKeys:
         )
 
 
+def has_identity(data_dir: Path) -> bool:
+    """Whether the data dir already holds a host id and a TLS key, before this run touches it.
+
+    Such a host may have joined before, so the agent proves its key and re-joins instead of
+    sending a plain join that the server would refuse as already joined. Whether the identity
+    is this instance's and usable is for ``open_identity`` to decide.
+    """
+    return os.path.lexists(data_dir / HOST_ID_FILE) and os.path.lexists(data_dir / TLS_KEY_FILE)
+
+
 def open_identity(data_dir: Path, host_id: str) -> HostKeys:
     """Prepare ``data_dir`` for ``host_id`` and return its key pairs, created once.
 

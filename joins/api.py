@@ -26,7 +26,13 @@ from joins.serializers import (
     JoinAttemptDetailSerializer,
     JoinAttemptSerializer,
 )
-from joins.services import HostNotFoundError, forget_host, perform_join
+from joins.services import (
+    CHALLENGE_MAX_BODY_BYTES,
+    HostNotFoundError,
+    forget_host,
+    issue_rejoin_challenge,
+    perform_join,
+)
 
 
 @method_decorator(csrf_exempt, name="dispatch")
@@ -50,6 +56,35 @@ class JoinView(View):
             remote_addr=client_address(request, settings.TRUSTED_PROXIES),
             user_agent=request.META.get("HTTP_USER_AGENT", ""),
             too_large=too_large,
+        )
+        response = JsonResponse(result.body, status=result.status)
+        for name, value in result.headers.items():
+            response[name] = value
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class JoinChallengeView(View):
+    """`POST /api/v1/join/challenge` `{"host_id": ...}`: a fresh challenge for a re-join.
+
+    No login, like the join it serves; what it hands out is worthless without the host's key
+    (joins/rejoin.py). The body is read with a small cap before anything parses it.
+    """
+
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest) -> JsonResponse:
+        limit = CHALLENGE_MAX_BODY_BYTES
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        body = b"" if declared > limit else request.read(limit + 1)
+        result = issue_rejoin_challenge(
+            b"" if len(body) > limit else body,
+            remote_addr=client_address(request, settings.TRUSTED_PROXIES),
+            too_large=declared > limit or len(body) > limit,
         )
         response = JsonResponse(result.body, status=result.status)
         for name, value in result.headers.items():
@@ -158,10 +193,13 @@ class HostDetailView(APIView):
         form.is_valid(raise_exception=True)
         reason = form.validated_data.get("reason", "")
         try:
-            forget_host(host_id, actor=request.user,
-                        reason=reason or "forgotten through the API without a stated reason",
-                        via="api",
-                        remote_addr=client_address(request._request, settings.TRUSTED_PROXIES))
+            forget_host(
+                host_id,
+                actor=request.user,
+                reason=reason or "forgotten through the API without a stated reason",
+                via="api",
+                remote_addr=client_address(request._request, settings.TRUSTED_PROXIES),
+            )
         except HostNotFoundError as exc:
             return error_response("not_found", str(exc), status.HTTP_404_NOT_FOUND)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -37,10 +37,7 @@ def get_host_ca() -> HostCA:
     if row is not None and _cached is not None and _cached[0] == row.pk:
         return _cached[1]
     with _lock:
-        if row is None:
-            row = _create_active_ca()
-        else:
-            row = CertificateAuthority.objects.get(pk=row.pk)
+        row = _create_active_ca() if row is None else CertificateAuthority.objects.get(pk=row.pk)
         ca = HostCA(
             tls_key=decrypt_private_key(row.tls_key_encrypted, _secret(), TLS_PURPOSE),
             tls_cert=load_pem_x509_certificate(row.tls_cert_pem.encode()),
@@ -78,9 +75,11 @@ def public_ca_material() -> dict[str, list[str]]:
 
 
 def ssh_public_key_of(ca: HostCA) -> str:
-    return ca.ssh_key.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-    ).decode()
+    return (
+        ca.ssh_key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
 
 
 def reset_cache() -> None:

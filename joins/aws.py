@@ -321,3 +321,22 @@ def describe_one(
         region=region, instance_ids=[instance_id], role_arn=role_arn, deadline=deadline
     )
     return answer.get(instance_id)
+
+
+def caller_account(region: str, *, connect_timeout: float = 2, read_timeout: float = 4) -> str:
+    """The AWS account of the server's own credentials (sts:GetCallerIdentity).
+
+    `hosts reconcile` asks this before it believes a "no such instance" answer obtained with the
+    server's own credentials: those credentials only see their own account, so an instance of
+    another account is unknown to them without being gone. Raises AwsError.
+    """
+    config = Config(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "max_attempts": 3},
+    )
+    try:
+        sts = boto3.session.Session().client("sts", region_name=region, config=config)
+        return str(sts.get_caller_identity()["Account"])
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, OSError) as exc:
+        raise classify(exc, "sts:GetCallerIdentity") from exc

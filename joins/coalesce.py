@@ -5,9 +5,18 @@ per region. When an Auto Scaling group launches a thousand instances they all jo
 minute; one call per join is throttled, and throttled joins are refused although the instances
 are healthy. One call may ask about many instance ids, so the joins of a burst share calls:
 
-* lookups for the same (region, role) gather in one open batch for at most `window` seconds, or
-  until `max_batch` ids are in it (the account is implied by the role, or by the server's own
-  credentials when there is no role);
+* lookups for the same (region, role) gather in one open batch (the account is implied by the
+  role, or by the server's own credentials when there is no role). A batch is sent as soon as it
+  holds `max_batch` ids, otherwise once `window` has passed without another lookup joining it
+  and the process may send a partial call for that region and role: each process keeps a token
+  bucket per region and role of `burst` calls, refilled one per `interval`. A lone join (a token
+  is there) waits only `window`; under load, partial calls leave at most once per `interval`, so
+  the batches of a burst fill instead of spending AWS's request tokens, and a fleet's steady call
+  rate stays at most one per `interval` per process (with the default 2 s, ten worker processes
+  use half of the 10 calls a second AWS refills for an account and region). A window alone
+  would not do that: joins reach the lookup at the pace the server's CPU and database get
+  through their other checks, a hundred or so a second here, so a 50 ms window catches a few
+  ids (bench/RESULTS.md);
 * a small pool of call threads sends each batch as one call and hands every waiter its answer,
   so that no join thread is held past its own deadline by someone else's call;
 * a lookup of an id that is already in an open or running batch shares that batch's answer;
@@ -156,6 +165,7 @@ def _own_copy(exc: AwsError) -> AwsError:
 class _Batch:
     region: str
     role_arn: str
+    opened: float
     due: float
     deadline: float
     futures: dict[str, Future[InstanceInfo | None]] = field(default_factory=dict)
@@ -164,8 +174,8 @@ class _Batch:
 class CoalescingLookup:
     """Process-wide instance lookups that share DescribeInstances calls (see the module doc).
 
-    Thread-safe. `window` is in seconds; `max_calls_in_flight` bounds the call threads, so
-    that a slow AWS holds a handful of threads rather than every join thread.
+    Thread-safe. `window` and `interval` are in seconds; `max_calls_in_flight` bounds the call
+    threads, so that a slow AWS holds a handful of threads rather than every join thread.
     """
 
     def __init__(
@@ -173,6 +183,8 @@ class CoalescingLookup:
         describe: DescribeBatch,
         *,
         window: float = 0.05,
+        interval: float = 2.0,
+        burst: int = 2,
         max_batch: int = MAX_BATCH,
         max_calls_in_flight: int = 8,
         cache: StateCache | None = None,
@@ -182,6 +194,8 @@ class CoalescingLookup:
             raise ValueError("max_batch must be between 1 and 1000 (AWS's limit per call)")
         self._describe = describe
         self._window = max(0.0, window)
+        self._interval = max(0.0, interval)
+        self._burst = max(1, burst)
         self._max_batch = max_batch
         self._states = _RecentStates(cache, cache_seconds)
         self._lock = threading.Lock()
@@ -189,6 +203,8 @@ class CoalescingLookup:
         self._open: dict[tuple[str, str], _Batch] = {}
         self._in_flight: dict[tuple[str, str, str], tuple[_Batch, Future[InstanceInfo | None]]] = {}
         self._stats = LookupStats()
+        # Partial-call tokens per (region, role): (tokens, when counted); absent means full.
+        self._tokens: dict[tuple[str, str], tuple[float, float]] = {}
         self._closed = False
         self._calls = ThreadPoolExecutor(
             max_workers=max_calls_in_flight, thread_name_prefix="aws-lookup"
@@ -258,29 +274,56 @@ class CoalescingLookup:
                 return future
             batch = self._open.get((region, role_arn))
             if batch is None:
-                batch = _Batch(
-                    region, role_arn, due=time.monotonic() + self._window, deadline=deadline
-                )
+                now = time.monotonic()
+                batch = _Batch(region, role_arn, opened=now, due=now, deadline=deadline)
                 self._open[(region, role_arn)] = batch
                 self._changed.notify_all()
+            batch.due = self._due(batch, time.monotonic())
             future: Future[InstanceInfo | None] = Future()
             batch.futures[instance_id] = future
             batch.deadline = max(batch.deadline, deadline)
             self._in_flight[(region, role_arn, instance_id)] = (batch, future)
             if len(batch.futures) >= self._max_batch:
                 del self._open[(region, role_arn)]
-                self._calls.submit(self._perform, batch)
+                self._submit(batch)
             return future
 
+    def _tokens_now(self, key: tuple[str, str], now: float) -> float:
+        """Partial-call tokens of `key` at `now` (with the lock held)."""
+        if key not in self._tokens or self._interval <= 0:
+            return float(self._burst)
+        tokens, counted = self._tokens[key]
+        return min(float(self._burst), tokens + (now - counted) / self._interval)
+
+    def _due(self, batch: _Batch, now: float) -> float:
+        """When `batch` goes unless it fills first: `window` after its latest lookup, or later
+        if its key has no partial-call token by then (see the module doc)."""
+        key = (batch.region, batch.role_arn)
+        idle = now + self._window
+        missing = 1.0 - self._tokens_now(key, now)
+        return idle if missing <= 0 else max(idle, now + missing * self._interval)
+
+    def _submit(self, batch: _Batch) -> None:
+        """Hand a closed batch to a call thread (with the lock held); it spends a token (a full
+        batch only if one is there: full batches are what the pacing is for)."""
+        now = time.monotonic()
+        key = (batch.region, batch.role_arn)
+        if self._interval > 0:
+            self._tokens[key] = (max(0.0, self._tokens_now(key, now) - 1.0), now)
+            for other in [k for k in self._tokens if self._tokens_now(k, now) >= self._burst]:
+                del self._tokens[other]  # full again: forget it
+        self._calls.submit(self._perform, batch)
+
     def _send_due_batches(self) -> None:
-        """The window timer: sends each open batch when its window has passed."""
+        """The window timer: sends each open batch when it is due (due times only move later,
+        so waking early merely means waiting again)."""
         with self._lock:
             while not self._closed:
                 now = time.monotonic()
                 for key, batch in list(self._open.items()):
                     if batch.due <= now:
                         del self._open[key]
-                        self._calls.submit(self._perform, batch)
+                        self._submit(batch)
                 next_due = min((batch.due for batch in self._open.values()), default=None)
                 self._changed.wait(timeout=None if next_due is None else max(0.0, next_due - now))
 

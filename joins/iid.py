@@ -67,6 +67,16 @@ _RFC3339 = re.compile(
 )
 
 
+def is_region_name(value: str) -> bool:
+    """Whether `value` has the shape of an AWS region name (`us-west-2`, `eusc-de-east-1`).
+
+    The one rule for region names: the document reader, the certificate files and the console's
+    trusted-certificate form all use it, so a certificate can only be added for a region name a
+    document could carry.
+    """
+    return isinstance(value, str) and _REGION.fullmatch(value) is not None
+
+
 class IIDError(Exception):
     """A refused identity document.
 
@@ -448,6 +458,36 @@ def _verify(data: str | bytes, store: CertificateStore) -> IdentityDocument:
         private_ip=_optional_text(document, "privateIp"),
         architecture=_optional_text(document, "architecture"),
         signing_time=attributes.signing_time,
+        raw=document,
+    )
+
+
+def recorded_document(
+    fields: dict[str, Any], signing_time: datetime | None = None
+) -> IdentityDocument:
+    """The IdentityDocument of fields kept after their signature was verified.
+
+    For re-checking a join attempt's recorded document (`JoinAttempt.document`, written only
+    once `verify_document` accepted it) against a token in the policy tester. No signature is
+    checked here, so this must never see a document from outside. Raises IIDError
+    (`iid_malformed`) when the fields lack the shape a verified document has.
+    """
+    try:
+        content = json.dumps(fields).encode("utf-8")
+    except (TypeError, ValueError):
+        raise _malformed("the recorded document is not JSON") from None
+    document, account_id, instance_id, region, pending_time = _read_fields(content)
+    return IdentityDocument(
+        account_id=account_id,
+        instance_id=instance_id,
+        region=region,
+        pending_time=pending_time,
+        availability_zone=_optional_text(document, "availabilityZone"),
+        image_id=_optional_text(document, "imageId"),
+        instance_type=_optional_text(document, "instanceType"),
+        private_ip=_optional_text(document, "privateIp"),
+        architecture=_optional_text(document, "architecture"),
+        signing_time=signing_time,
         raw=document,
     )
 

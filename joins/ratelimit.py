@@ -44,7 +44,7 @@ def hit(scope: str, key: str, rate: Rate | None) -> int:
     except ValueError:  # the key expired between add and incr
         cache.add(cache_key, 1, timeout=rate.period + 1)
         count = 1
-    except Exception:  # noqa: BLE001 - see docstring
+    except Exception:
         return 0
     if count > rate.count:
         return max(1, int((window + 1) * rate.period - now + 0.999))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from joins.ca import KeyRejected, check_host_names, load_public_ssh_key, load_public_tls_key
+from joins.rejoin import MAX_CHALLENGE_CHARS, MAX_SIGNATURE_BYTES, RejoinProof
 
 MAX_DOCUMENT_CHARS = 16 * 1024
 MAX_NAMES = 64
@@ -36,6 +39,8 @@ class JoinRequest:
     public_ssh_key: Any = None
     dns_names: tuple[str, ...] = ()
     additional_principals: tuple[str, ...] = ()
+    # A registered host's proof that it holds its key (docs/extensions.md, "Re-join").
+    rejoin: RejoinProof | None = None
 
 
 def peek(body: bytes) -> dict[str, Any]:
@@ -73,6 +78,47 @@ def _strings(data: dict, name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value)
 
 
+def _rejoin(data: dict) -> RejoinProof | None:
+    """The optional `rejoin` block: `{"challenge": base64, "signature": base64}`.
+
+    Only its shape is checked here; whether the challenge and signature are good is the join
+    service's to decide (joins/rejoin.py), with its own codes.
+    """
+    value = data.get("rejoin")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise RequestInvalid("rejoin must be an object with challenge and signature", "rejoin")
+    unknown = sorted(str(key) for key in value if key not in ("challenge", "signature"))
+    if unknown:
+        raise RequestInvalid(
+            f"rejoin takes only challenge and signature, not {', '.join(unknown)[:100]}", "rejoin"
+        )
+    texts: dict[str, str] = {}
+    for name, limit in (("challenge", MAX_CHALLENGE_CHARS), ("signature", 2 * MAX_SIGNATURE_BYTES)):
+        item = value.get(name)
+        if not isinstance(item, str) or not item.strip():
+            raise RequestInvalid(
+                f"rejoin.{name} is required: a re-join needs a challenge from "
+                "POST /api/v1/join/challenge and a signature over it",
+                f"rejoin.{name}",
+            )
+        if len(item) > limit:
+            raise RequestInvalid(
+                f"rejoin.{name} is longer than {limit} characters", f"rejoin.{name}"
+            )
+        texts[name] = item.strip()
+    try:
+        signature = base64.b64decode("".join(texts["signature"].split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestInvalid("rejoin.signature is not base64", "rejoin.signature") from None
+    if not signature or len(signature) > MAX_SIGNATURE_BYTES:
+        raise RequestInvalid(
+            f"rejoin.signature must decode to 1 to {MAX_SIGNATURE_BYTES} bytes", "rejoin.signature"
+        )
+    return RejoinProof(challenge=texts["challenge"], signature=signature)
+
+
 def parse_join_request(body: bytes) -> JoinRequest:
     """Parse and check the request body; raises RequestInvalid naming the field and the fix."""
     try:
@@ -90,8 +136,7 @@ def parse_join_request(body: bytes) -> JoinRequest:
     principals = _strings(data, "additional_principals")
     roles = _strings(data, "roles")
     try:
-        check_host_names(node_name=node_name, dns_names=dns_names,
-                         additional_principals=principals)
+        check_host_names(node_name=node_name, dns_names=dns_names, additional_principals=principals)
         tls_key = load_public_tls_key(tls_pem)
         ssh_key = load_public_ssh_key(ssh_text) if ssh_text else None
     except KeyRejected as exc:
@@ -108,4 +153,5 @@ def parse_join_request(body: bytes) -> JoinRequest:
         public_ssh_key=ssh_key,
         dns_names=dns_names,
         additional_principals=principals,
+        rejoin=_rejoin(data),
     )

@@ -11,10 +11,29 @@ class JoinAttemptSerializer(serializers.ModelSerializer):
     class Meta:
         model = JoinAttempt
         fields = [
-            "id", "time", "token", "join_method", "remote_addr", "user_agent",
-            "requested_host_id", "host_id", "account_id", "region", "instance_id",
-            "pending_time", "roles", "node_name", "outcome", "error", "message", "reason",
-            "checks", "duration_ms", "matched_rule", "tls_cert_serial", "ssh_cert_serial",
+            "id",
+            "time",
+            "token",
+            "join_method",
+            "remote_addr",
+            "user_agent",
+            "requested_host_id",
+            "host_id",
+            "account_id",
+            "region",
+            "instance_id",
+            "pending_time",
+            "roles",
+            "node_name",
+            "outcome",
+            "error",
+            "message",
+            "reason",
+            "checks",
+            "duration_ms",
+            "matched_rule",
+            "tls_cert_serial",
+            "ssh_cert_serial",
         ]
 
 
@@ -27,9 +46,25 @@ class HostSerializer(serializers.ModelSerializer):
     class Meta:
         model = Host
         fields = [
-            "host_id", "account_id", "region", "instance_id", "node_name", "roles", "token",
-            "first_joined_at", "last_joined_at", "join_count", "tls_cert_serial",
-            "ssh_cert_serial", "cert_expires",
+            "host_id",
+            "account_id",
+            "region",
+            "instance_id",
+            "node_name",
+            "roles",
+            "token",
+            "first_joined_at",
+            "last_joined_at",
+            "join_count",
+            "tls_cert_serial",
+            "ssh_cert_serial",
+            "cert_expires",
+            # Instance lifecycle (docs/extensions.md): set by `manage.py hosts reconcile`.
+            "aws_state",
+            "aws_state_checked_at",
+            "retired_at",
+            "revoked_at",
+            "revocation_reason",
         ]
 
 

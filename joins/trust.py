@@ -1,5 +1,11 @@
 """Process-wide singletons the join needs: AWS's certificates and the EC2 lookups.
 
+`certificate_store()` is AWS's regional certificates (`joins.trusted_certs`: built-in, the
+directory, the database). Certificates added in the console are shared through the database, so
+the store is keyed on the database layer's version, which each process re-reads at most every
+`JOINADMIN_IID_CERTS_REFRESH_SECONDS`: a change made on one server reaches every other within
+that time, without a restart and without a query per join.
+
 `ec2_lookup()` is the boto3 client holder (clients and assumed-role sessions, one per process);
 `instance_lookup()` is what a join asks: the coalescing lookup in front of it (or the direct one
 when `JOINADMIN_AWS_COALESCE=false`), with Django's cache as the shared store of recent
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Mapping
 
 from django.conf import settings
@@ -19,21 +26,43 @@ from django.core.cache import caches
 from joins.aws import Ec2Lookup, InstanceInfo
 from joins.coalesce import CoalescingLookup, DirectLookup, InstanceLookup
 from joins.iid import CertificateStore
+from joins.trusted_certs import database_version, load_store
 
 _lock = threading.Lock()
-_store: tuple[str | None, CertificateStore] | None = None
+_store: tuple[tuple[str | None, object], CertificateStore] | None = None
+# (monotonic time of the last check, the database layer's version then)
+_db_version: tuple[float, object] | None = None
 _lookup: Ec2Lookup | None = None
 _instances: tuple[int, InstanceLookup] | None = None
 
 
+def _database_version() -> object:
+    """The database layer's version, re-read when the last read is older than the refresh."""
+    global _db_version
+    checked = _db_version
+    now = time.monotonic()
+    if checked is not None and now - checked[0] < settings.IID_CERTS_REFRESH_SECONDS:
+        return checked[1]
+    version = database_version()
+    _db_version = (now, version)
+    return version
+
+
 def certificate_store() -> CertificateStore:
-    """AWS's regional certificates: built-in ones plus `JOINADMIN_IID_CERTS_DIR`."""
+    """AWS's regional certificates: the database's over `JOINADMIN_IID_CERTS_DIR`'s over the
+    built-in ones (see the module doc for how changes are picked up)."""
     global _store
-    wanted = settings.IID_CERTS_DIR
+    wanted = (settings.IID_CERTS_DIR, _database_version())
     with _lock:
         if _store is None or _store[0] != wanted:
-            _store = (wanted, CertificateStore.load(wanted))
+            _store = (wanted, load_store(wanted[0]))
         return _store[1]
+
+
+def invalidate_certificates() -> None:
+    """Re-read the database layer on the next verification (after a change on this server)."""
+    global _db_version
+    _db_version = None
 
 
 def ec2_lookup() -> Ec2Lookup:
@@ -76,6 +105,8 @@ def _build_instance_lookup() -> InstanceLookup:
         return CoalescingLookup(
             _describe_batch,
             window=settings.AWS_COALESCE_WINDOW_MS / 1000,
+            interval=settings.AWS_COALESCE_INTERVAL_MS / 1000,
+            burst=settings.AWS_COALESCE_BURST,
             max_calls_in_flight=settings.AWS_MAX_CALLS_IN_FLIGHT,
             cache=cache,
             cache_seconds=seconds,
@@ -94,10 +125,11 @@ def instance_lookup() -> InstanceLookup:
 
 def reset() -> None:
     """Drop the cached store and AWS clients (tests; after changing certificates)."""
-    global _store, _lookup, _instances
+    global _store, _lookup, _instances, _db_version
     with _lock:
         old = _instances
         _store = None
+        _db_version = None
         _lookup = None
         _instances = None
     if old is not None and old[0] == os.getpid():

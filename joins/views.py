@@ -83,6 +83,16 @@ CHECK_LABELS = {
     "instance": "Instance running (AWS)",
     "issue": "Credentials issued",
     "internal": "Server processing",
+    "rejoin": "Re-join proof (previously issued key)",
+    "condition:aws_vpc_ids": "Condition: VPC",
+    "condition:aws_subnet_ids": "Condition: subnet",
+    "condition:aws_ami_ids": "Condition: AMI",
+    "condition:aws_instance_profile_arns": "Condition: instance profile",
+    "condition:aws_security_group_ids": "Condition: security groups",
+    "condition:aws_tags": "Condition: tags",
+    "condition:require_imdsv2": "Condition: IMDSv2 required",
+    "condition:max_imds_hop_limit": "Condition: IMDS hop limit",
+    "condition:require_source_ip_match": "Condition: source address is the instance's",
 }
 
 

@@ -31,6 +31,23 @@ class AllowRuleSchema(serializers.Serializer):
     aws_account = serializers.CharField(required=False, help_text="12-digit AWS account id")
     aws_regions = serializers.ListField(child=serializers.CharField(), required=False)
     aws_role = serializers.CharField(required=False, help_text="IAM role ARN to assume")
+    aws_vpc_ids = serializers.ListField(child=serializers.CharField(), required=False)
+    aws_subnet_ids = serializers.ListField(child=serializers.CharField(), required=False)
+    aws_ami_ids = serializers.ListField(child=serializers.CharField(), required=False)
+    aws_instance_profile_arns = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="a trailing * matches a prefix"
+    )
+    aws_security_group_ids = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="the instance must be in all"
+    )
+    aws_tags = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="tag key to its allowed values",
+    )
+    require_imdsv2 = serializers.BooleanField(required=False)
+    max_imds_hop_limit = serializers.IntegerField(required=False, min_value=1, max_value=64)
+    require_source_ip_match = serializers.BooleanField(required=False)
 
 
 class TokenMetadataSchema(serializers.Serializer):
@@ -45,6 +62,11 @@ class TokenSpecSchema(serializers.Serializer):
     join_method = serializers.CharField(help_text="ec2")
     aws_iid_ttl = serializers.CharField(required=False, help_text="Go duration, default 5m")
     allow = serializers.ListField(child=AllowRuleSchema())
+    allow_rejoin = serializers.BooleanField(
+        required=False,
+        help_text="extension: registered hosts may re-join with a proof of their key "
+        "(docs/extensions.md, Re-join); written only when true",
+    )
 
 
 class TokenResourceSchema(serializers.Serializer):
@@ -101,8 +123,9 @@ def _resource_error(exc: ResourceError) -> Response:
     return error_response(
         "invalid_token_resource",
         exc.message if hasattr(exc, "message") else str(exc),
-        details=[{"document": d.document, "field": d.field, "message": d.message}
-                 for d in exc.details],
+        details=[
+            {"document": d.document, "field": d.field, "message": d.message} for d in exc.details
+        ],
     )
 
 
@@ -139,12 +162,16 @@ class TokenListView(APIView):
     def post(self, request: Request) -> Response:
         force = request.query_params.get("force", "").lower() in {"1", "true", "yes"}
         try:
-            plan = import_tokens(request.data, actor=request.user, force=force, **_actor_meta(request))
+            plan = import_tokens(
+                request.data, actor=request.user, force=force, **_actor_meta(request)
+            )
         except ResourceError as exc:
             return _resource_error(exc)
         except TokenExistsError as exc:
             return error_response(exc.code, exc.message, status.HTTP_409_CONFLICT, names=exc.names)
-        tokens = {t.name: t for t in Token.objects.filter(name__in=[r.name for r in plan.resources])}
+        tokens = {
+            t.name: t for t in Token.objects.filter(name__in=[r.name for r in plan.resources])
+        }
         results = [token_json(tokens[r.name]) for r in plan.resources]
         if len(results) == 1:
             return Response(results[0], status=status.HTTP_201_CREATED)
@@ -165,7 +192,9 @@ class TokenDetailView(APIView):
     def get(self, request: Request, name: str) -> Response:
         token = self._get(name)
         if token is None:
-            return error_response("not_found", f"no token named {name!r}", status.HTTP_404_NOT_FOUND)
+            return error_response(
+                "not_found", f"no token named {name!r}", status.HTTP_404_NOT_FOUND
+            )
         return Response(token_json(token))
 
     @extend_schema(
@@ -182,12 +211,18 @@ class TokenDetailView(APIView):
                     f"PUT takes exactly one token document, got {len(resources)}",
                     details=[],
                 )
-            token, created = save_token(resources[0], actor=request.user, force=True,
-                                        expected_name=name, **_actor_meta(request))
+            token, created = save_token(
+                resources[0],
+                actor=request.user,
+                force=True,
+                expected_name=name,
+                **_actor_meta(request),
+            )
         except ResourceError as exc:
             return _resource_error(exc)
-        return Response(token_json(token),
-                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(
+            token_json(token), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
 
     @extend_schema(
         summary="Delete a token",

@@ -8,7 +8,8 @@ lines, of which YAML would silently keep the last), deep nesting and non-standar
 Output is deterministic (stable key order, sorted labels) and round-trips: for every valid
 resource `r`, `parse_tokens(to_yaml([r])) == [r]`, and likewise for `to_json` and
 `to_kubernetes`. Account IDs are always written as quoted strings so that YAML keeps their
-leading zeros.
+leading zeros. The optional allow-rule conditions (`aws_vpc_ids`, `aws_tags`, `require_imdsv2`,
+...) travel in every format exactly as `AllowRule.to_dict` writes them: only the ones set.
 
 Kubernetes: Teleport's operator takes `metadata.name` and `metadata.labels` from the object and
 the description from the `description` annotation; this module also keeps `metadata.expires` in
@@ -667,10 +668,16 @@ def to_terraform(resource: TokenResource) -> str:
     metadata: dict[str, Any] = dict(data["metadata"])
     if "labels" in metadata:
         metadata["labels"] = _QuotedKeys(metadata["labels"])
+    spec: dict[str, Any] = dict(data["spec"])
+    # Tag keys hold ':' and '/' (aws:autoscaling:groupName), so they are written as strings.
+    spec["allow"] = [
+        {**rule, "aws_tags": _QuotedKeys(rule["aws_tags"])} if "aws_tags" in rule else rule
+        for rule in spec["allow"]
+    ]
     lines = [f'resource "{TERRAFORM_RESOURCE_TYPE}" "{_terraform_id(resource.name)}" {{']
     lines += _hcl_attributes([("version", data["version"]), ("metadata", metadata)], 1)
     lines.append("")
-    lines += _hcl_attributes([("spec", data["spec"])], 1)
+    lines += _hcl_attributes([("spec", spec)], 1)
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -709,6 +716,11 @@ def _hcl_value(value: Any, level: int) -> list[str]:
     pad = "  " * level
     if isinstance(value, str):
         return [_hcl_string(value)]
+    # bool before int: True is an int to Python, and must be written `true`, not `1`.
+    if isinstance(value, bool):
+        return ["true" if value else "false"]
+    if isinstance(value, int):
+        return [str(value)]
     if isinstance(value, Mapping):
         body = _hcl_attributes(
             list(value.items()), level + 1, quoted=isinstance(value, _QuotedKeys)

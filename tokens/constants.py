@@ -121,3 +121,50 @@ K8S_EXPIRES_ANNOTATION: Final = "expires"
 
 #: Terraform resource type of Teleport's provider.
 TERRAFORM_RESOURCE_TYPE: Final = "teleport_provision_token"
+
+# --------------------------------------------------------------------------------------------
+# Allow-rule conditions: optional rule fields beyond Teleport's (docs/extensions.md, "Allow-rule
+# conditions"). They are checked against the DescribeInstances answer of the matched rule; a rule
+# without them means exactly what it means in Teleport.
+
+#: The condition fields of an allow rule, in the order a join checks them (cheap identity
+#: checks first, the source address last) and the order exports write them.
+CONDITION_FIELDS: Final[tuple[str, ...]] = (
+    "aws_vpc_ids",
+    "aws_subnet_ids",
+    "aws_ami_ids",
+    "aws_instance_profile_arns",
+    "aws_security_group_ids",
+    "aws_tags",
+    "require_imdsv2",
+    "max_imds_hop_limit",
+    "require_source_ip_match",
+)
+
+#: Conditions holding EC2 resource ids, with the id prefix AWS gives them.
+RESOURCE_ID_CONDITIONS: Final[dict[str, str]] = {
+    "aws_vpc_ids": "vpc",
+    "aws_subnet_ids": "subnet",
+    "aws_ami_ids": "ami",
+    "aws_security_group_ids": "sg",
+}
+
+#: What a resource-id condition is about, in the words of messages ("a VPC id").
+RESOURCE_ID_NOUNS: Final[dict[str, str]] = {
+    "aws_vpc_ids": "VPC",
+    "aws_subnet_ids": "subnet",
+    "aws_ami_ids": "AMI",
+    "aws_security_group_ids": "security group",
+}
+
+#: Bounds that keep a rule readable and its evaluation cheap.
+MAX_CONDITION_VALUES: Final = 100
+#: AWS allows 50 user tags on an instance, so more required keys could never all match.
+MAX_TAG_CONDITIONS: Final = 50
+MAX_TAG_VALUES: Final = 100
+#: AWS's limits of an EC2 tag.
+TAG_KEY_MAX_LENGTH: Final = 128
+TAG_VALUE_MAX_LENGTH: Final = 256
+#: AWS's bounds of an instance's `HttpPutResponseHopLimit`.
+MIN_IMDS_HOP_LIMIT: Final = 1
+MAX_IMDS_HOP_LIMIT: Final = 64

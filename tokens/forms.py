@@ -19,11 +19,15 @@ from django.forms import formset_factory
 
 from tokens.codecs import MAX_DOCUMENT_BYTES
 from tokens.constants import (
+    CONDITION_FIELDS,
     DEFAULT_IID_TTL,
     DESCRIPTION_MAX_LENGTH,
     JOIN_METHOD_EC2,
     MAX_ALLOW_RULES,
+    MAX_IMDS_HOP_LIMIT,
+    MIN_IMDS_HOP_LIMIT,
     NAME_MAX_LENGTH,
+    RESOURCE_ID_CONDITIONS,
     RESOURCE_KIND,
     RESOURCE_VERSION,
     ROLES,
@@ -33,7 +37,14 @@ from tokens.resource import FieldError, format_timestamp
 
 RULES_PREFIX = "rules"
 _REGION_SEPARATORS = re.compile(r"[\s,]+")
-_RULE_PATH = re.compile(r"spec\.allow\[(\d+)\](?:\.(aws_account|aws_regions|aws_role))?")
+_ID_SEPARATORS = _REGION_SEPARATORS
+# IAM names may hold commas, so instance profile ARNs are separated by white space only.
+_ARN_SEPARATORS = re.compile(r"\s+")
+_RULE_FIELDS = ("aws_account", "aws_regions", "aws_role", *CONDITION_FIELDS)
+_RULE_PATH = re.compile(
+    r"spec\.allow\[(\d+)\](?:\.(" + "|".join(_RULE_FIELDS) + r")(?P<tail>\[.*)?$)?"
+)
+_TAG_TAIL = re.compile(r'\["((?:[^"\\]|\\.)*)"\]')
 _LABEL_PATH = re.compile(r"metadata\.labels\[(.+)\]")
 #: Field paths of the resource, by the form field that holds them (longest prefix first).
 _FIELD_FOR_PATH = (
@@ -43,6 +54,7 @@ _FIELD_FOR_PATH = (
     ("metadata.labels", "labels"),
     ("spec.roles", "roles"),
     ("spec.aws_iid_ttl", "aws_iid_ttl"),
+    ("spec.allow_rejoin", "allow_rejoin"),
 )
 
 
@@ -89,6 +101,14 @@ class TokenForm(forms.Form):
         help_text="One key=value per line, e.g. env=production.",
         widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false"}),
     )
+    allow_rejoin = forms.BooleanField(
+        label="Allow re-join",
+        required=False,
+        help_text="A host that joined with this token may join again without an admin, by "
+        "signing a fresh server challenge with the key of its last certificate (e.g. after a "
+        "reboot or when its certificate expires). Off means it stays refused as already joined "
+        "until an admin forgets it, as in Teleport.",
+    )
 
     def __init__(self, *args: Any, editing: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -117,7 +137,11 @@ class TokenForm(forms.Form):
 
 
 class AllowRuleForm(forms.Form):
-    """One allow rule row; an instance matches it if its account and region are allowed."""
+    """One allow rule row; an instance matches it if its account and region are allowed.
+
+    The condition inputs are the rule's optional `tokens.constants.CONDITION_FIELDS`; left
+    empty they add nothing, so a row without them is a plain Teleport rule.
+    """
 
     aws_account = forms.CharField(
         label="AWS account",
@@ -147,6 +171,126 @@ class AllowRuleForm(forms.Form):
         ),
     )
 
+    # Optional conditions, checked against DescribeInstances once this rule matched (see
+    # docs/extensions.md). They sit in the row's expandable "Conditions" part.
+    aws_vpc_ids = forms.CharField(
+        label="VPC ids",
+        required=False,
+        max_length=4000,
+        help_text="The instance's VPC must be one of these.",
+        widget=forms.TextInput(
+            attrs={"spellcheck": "false", "placeholder": "vpc-0a1b2c3d4e5f60718"}
+        ),
+    )
+    aws_subnet_ids = forms.CharField(
+        label="Subnet ids",
+        required=False,
+        max_length=4000,
+        help_text="The instance's subnet must be one of these.",
+        widget=forms.TextInput(
+            attrs={"spellcheck": "false", "placeholder": "subnet-0a1b2c3d4e5f60718"}
+        ),
+    )
+    aws_ami_ids = forms.CharField(
+        label="AMI ids",
+        required=False,
+        max_length=4000,
+        help_text="The instance's image must be one of these.",
+        widget=forms.TextInput(
+            attrs={"spellcheck": "false", "placeholder": "ami-0a1b2c3d4e5f60718"}
+        ),
+    )
+    aws_security_group_ids = forms.CharField(
+        label="Security group ids",
+        required=False,
+        max_length=4000,
+        help_text="The instance must be in every one of these groups.",
+        widget=forms.TextInput(
+            attrs={"spellcheck": "false", "placeholder": "sg-0a1b2c3d4e5f60718"}
+        ),
+    )
+    aws_instance_profile_arns = forms.CharField(
+        label="Instance profile ARNs",
+        required=False,
+        max_length=20000,
+        help_text="One per line. The instance's profile must be one of these; an ARN ending in * "
+        "allows every profile whose ARN starts with the part before it.",
+        widget=forms.Textarea(
+            attrs={
+                "rows": 2,
+                "spellcheck": "false",
+                "placeholder": "arn:aws:iam::111111111111:instance-profile/web/*",
+            }
+        ),
+    )
+    aws_tags = forms.CharField(
+        label="Tags",
+        required=False,
+        strip=False,
+        max_length=20000,
+        help_text="One key=value per line; repeat a key to allow several values. The instance "
+        "must carry every key with one of its values.",
+        widget=forms.Textarea(
+            attrs={"rows": 2, "spellcheck": "false", "placeholder": "env=production"}
+        ),
+    )
+    require_imdsv2 = forms.BooleanField(
+        label="Require IMDSv2",
+        required=False,
+        help_text="Refuse instances whose metadata service still answers IMDSv1.",
+    )
+    max_imds_hop_limit = forms.IntegerField(
+        label="Highest IMDS hop limit",
+        required=False,
+        help_text=f"{MIN_IMDS_HOP_LIMIT} to {MAX_IMDS_HOP_LIMIT}; 1 keeps the metadata service out "
+        "of reach of containers.",
+        widget=forms.TextInput(attrs={"inputmode": "numeric", "placeholder": "1"}),
+    )
+    require_source_ip_match = forms.BooleanField(
+        label="Require the instance's own address",
+        required=False,
+        help_text="The join request must come from one of the instance's private or public "
+        "addresses (through trusted proxies only).",
+    )
+
+    def rule_fields(self) -> list[forms.BoundField]:
+        """The row's main inputs: account, regions and role."""
+        return [self[name] for name in ("aws_account", "aws_regions", "aws_role")]
+
+    def condition_fields(self) -> list[forms.BoundField]:
+        """The inputs of the row's "Conditions" part, in the order a join checks them."""
+        return [self[name] for name in CONDITION_FIELDS]
+
+    @property
+    def has_conditions(self) -> bool:
+        """Whether the row sets a condition or has one marked wrong (its part starts open)."""
+        if any(self[name].errors for name in CONDITION_FIELDS if self.is_bound):
+            return True
+        source = self.data if self.is_bound else self.initial
+        prefix = self.add_prefix("") if self.is_bound else ""
+        return any(
+            source.get(prefix + name) not in (None, "", False, "False", "false")
+            for name in CONDITION_FIELDS
+        )
+
+    def clean_aws_tags(self) -> dict[str, list[str]]:
+        tags: dict[str, list[str]] = {}
+        problems: list[str] = []
+        for number, line in enumerate(self.cleaned_data["aws_tags"].splitlines(), start=1):
+            if not line.strip():
+                continue
+            key, sep, value = line.partition("=")
+            key, value = key.strip(), value.strip()
+            if not sep or not key:
+                problems.append(f"Line {number}: write the tag as key=value.")
+            elif value in tags.get(key, []):
+                problems.append(f"Line {number}: {key}={value} is given twice; keep one line.")
+            else:
+                tags.setdefault(key, []).append(value)
+        if problems:
+            raise ValidationError(problems)
+        return tags
+
     def rule(self) -> dict[str, Any] | None:
         """The rule in tctl shape, or None for a row left blank or marked for removal."""
         data = self.cleaned_data
@@ -160,7 +304,21 @@ class AllowRuleForm(forms.Form):
             rule["aws_regions"] = regions
         if data.get("aws_role"):
             rule["aws_role"] = data["aws_role"]
+        for name in CONDITION_FIELDS:
+            value = self._condition(name, data.get(name))
+            # By identity: a hop limit of 0 is a value (refused with a reason), not "unset".
+            if value is not None and value is not False and value != [] and value != {}:
+                rule[name] = value
         return rule or None
+
+    @staticmethod
+    def _condition(name: str, value: Any) -> Any:
+        """One condition input in tctl shape: lists split, unset ones as None or False."""
+        if name in RESOURCE_ID_CONDITIONS:
+            return [item for item in _ID_SEPARATORS.split(value or "") if item]
+        if name == "aws_instance_profile_arns":
+            return [item for item in _ARN_SEPARATORS.split(value or "") if item]
+        return value
 
 
 AllowRuleFormSet = formset_factory(
@@ -172,12 +330,23 @@ AllowRuleFormSet = formset_factory(
 )
 
 
-def _rule_initial(rule: Mapping[str, Any]) -> dict[str, str]:
-    return {
+def _rule_initial(rule: Mapping[str, Any]) -> dict[str, Any]:
+    initial: dict[str, Any] = {
         "aws_account": str(rule.get("aws_account", "")),
         "aws_regions": ", ".join(rule.get("aws_regions", ())),
         "aws_role": str(rule.get("aws_role", "")),
     }
+    for name in RESOURCE_ID_CONDITIONS:
+        initial[name] = ", ".join(rule.get(name, ()))
+    initial["aws_instance_profile_arns"] = "\n".join(rule.get("aws_instance_profile_arns", ()))
+    initial["aws_tags"] = "\n".join(
+        f"{key}={value}" for key, values in (rule.get("aws_tags") or {}).items() for value in values
+    )
+    initial["require_imdsv2"] = rule.get("require_imdsv2") is True
+    hop_limit = rule.get("max_imds_hop_limit")
+    initial["max_imds_hop_limit"] = "" if hop_limit is None else str(hop_limit)
+    initial["require_source_ip_match"] = rule.get("require_source_ip_match") is True
+    return initial
 
 
 class TokenEditor:
@@ -206,6 +375,7 @@ class TokenEditor:
                 "expires": token.expires,
                 "description": token.description,
                 "labels": "\n".join(f"{k}={v}" for k, v in sorted((token.labels or {}).items())),
+                "allow_rejoin": token.allow_rejoin,
             }
         if rules is None:
             rules = [_rule_initial(rule) for rule in token.allow] if token is not None else []
@@ -229,6 +399,7 @@ class TokenEditor:
             "expires": data.get("expires", ""),
             "description": data.get("description", ""),
             "labels": data.get("labels", ""),
+            "allow_rejoin": bool(data.get("allow_rejoin")),
         }
         try:
             total = int(data.get(f"{RULES_PREFIX}-TOTAL_FORMS", 0))
@@ -279,6 +450,8 @@ class TokenEditor:
         spec: dict[str, Any] = {"roles": list(data["roles"]), "join_method": JOIN_METHOD_EC2}
         if data["aws_iid_ttl"]:
             spec["aws_iid_ttl"] = data["aws_iid_ttl"]
+        if data.get("allow_rejoin"):
+            spec["allow_rejoin"] = True
         allow = []
         self._rule_rows = []
         for index, row in enumerate(self.rules.forms):
@@ -303,6 +476,10 @@ class TokenEditor:
         rule = _RULE_PATH.match(path)
         if rule is not None:
             position = int(rule.group(1))
+            if rule.group(2) == "aws_tags":
+                tag = _TAG_TAIL.match(rule.group("tail") or "")
+                if tag is not None:
+                    message = f"Tag {tag.group(1)}: {message}"
             if position < len(self._rule_rows):
                 self.rules.forms[self._rule_rows[position]].add_error(rule.group(2), message)
             else:

@@ -42,6 +42,8 @@ class Token(models.Model):
     roles = models.JSONField(default=list)
     aws_iid_ttl = models.CharField(max_length=32, default="5m")
     allow = models.JSONField(default=list)
+    # `spec.allow_rejoin` (docs/extensions.md, "Re-join"); off for every token written before it.
+    allow_rejoin = models.BooleanField(default=False)
     labels = models.JSONField(default=dict, blank=True)
     description = models.TextField(blank=True, default="")
     expires = models.DateTimeField(null=True, blank=True)
@@ -75,19 +77,13 @@ class Token(models.Model):
         return TokenResource(
             name=self.name,
             roles=tuple(self.roles),
-            allow=tuple(
-                AllowRule(
-                    aws_account=rule.get("aws_account", ""),
-                    aws_regions=tuple(rule.get("aws_regions", ())),
-                    aws_role=rule.get("aws_role", ""),
-                )
-                for rule in self.allow
-            ),
+            allow=tuple(AllowRule.from_dict(rule) for rule in self.allow),
             join_method=self.join_method,
             aws_iid_ttl=self.aws_iid_ttl,
             expires=self.expires,
             labels=Labels(self.labels or {}),
             description=self.description,
+            allow_rejoin=self.allow_rejoin,
         )
 
     def apply_resource(self, resource: TokenResource) -> None:
@@ -100,4 +96,4 @@ class Token(models.Model):
         self.labels = dict(resource.labels)
         self.description = resource.description
         self.expires = resource.expires
-
+        self.allow_rejoin = resource.allow_rejoin

@@ -12,33 +12,43 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from tokens.constants import (
+    CONDITION_FIELDS,
     DEFAULT_IID_TTL,
     DESCRIPTION_MAX_LENGTH,
     JOIN_METHOD_EC2,
     LABEL_KEY_MAX_LENGTH,
     LABEL_VALUE_MAX_LENGTH,
     MAX_ALLOW_RULES,
+    MAX_CONDITION_VALUES,
     MAX_IID_TTL,
+    MAX_IMDS_HOP_LIMIT,
     MAX_LABELS,
     MAX_REGIONS_PER_RULE,
+    MAX_TAG_CONDITIONS,
+    MAX_TAG_VALUES,
     MIN_IID_TTL,
+    MIN_IMDS_HOP_LIMIT,
     NAME_MAX_LENGTH,
     ORIGIN_LABEL,
     ORIGIN_VALUES,
     PARTITIONS,
     REFUSED_ROLES,
     REGION_DIRECTIONS,
+    RESOURCE_ID_CONDITIONS,
+    RESOURCE_ID_NOUNS,
     RESOURCE_KIND,
     RESOURCE_VERSION,
     ROLE_ALIASES,
     ROLES,
+    TAG_KEY_MAX_LENGTH,
+    TAG_VALUE_MAX_LENGTH,
 )
 
 __all__ = [
@@ -46,6 +56,7 @@ __all__ = [
     "FieldError",
     "Labels",
     "ResourceError",
+    "TagConditions",
     "TokenResource",
     "canonical_role",
     "field_name",
@@ -177,23 +188,124 @@ class Labels(Mapping[str, str]):
         return f"Labels({self._map!r})"
 
 
+class TagConditions(Mapping[str, tuple[str, ...]]):
+    """The `aws_tags` condition of a rule: tag key to the values it may have, immutable.
+
+    Hashable and compared by value like `Labels`, so that rules stay usable as dict keys (the
+    duplicate-rule check) whatever order the keys were written in.
+    """
+
+    __slots__ = ("_items", "_map")
+
+    def __init__(
+        self,
+        items: Mapping[str, Iterable[str]] | Iterable[tuple[str, Iterable[str]]] = (),
+    ) -> None:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        data = {key: tuple(values) for key, values in pairs}
+        self._items: tuple[tuple[str, tuple[str, ...]], ...] = tuple(sorted(data.items()))
+        self._map: dict[str, tuple[str, ...]] = dict(self._items)
+
+    def __getitem__(self, key: str) -> tuple[str, ...]:
+        return self._map[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TagConditions):
+            return self._items == other._items
+        if isinstance(other, Mapping):
+            return self._map == {key: tuple(values) for key, values in other.items()}
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"TagConditions({self._map!r})"
+
+
 @dataclass(frozen=True)
 class AllowRule:
     """One allow rule: an instance matches if its account and region are allowed.
 
     Empty `aws_account` or `aws_regions` means "any" (Teleport's semantics); `aws_role` is the
     role assumed to call DescribeInstances in the instance's account.
+
+    The other fields are this product's optional conditions (`CONDITION_FIELDS`), checked by
+    `joins.conditions` against the DescribeInstances answer once this rule has matched. Each
+    one left at its default adds no condition, so a plain Teleport rule keeps its meaning. The
+    id lists and `aws_instance_profile_arns` are alternatives (one must match);
+    `aws_security_group_ids` and `aws_tags` are requirements (every one must hold).
     """
 
     aws_account: str = ""
     aws_regions: tuple[str, ...] = ()
     aws_role: str = ""
+    aws_vpc_ids: tuple[str, ...] = ()
+    aws_subnet_ids: tuple[str, ...] = ()
+    aws_ami_ids: tuple[str, ...] = ()
+    aws_instance_profile_arns: tuple[str, ...] = ()
+    aws_security_group_ids: tuple[str, ...] = ()
+    aws_tags: Mapping[str, tuple[str, ...]] = field(default_factory=TagConditions)
+    require_imdsv2: bool = False
+    max_imds_hop_limit: int | None = None
+    require_source_ip_match: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "aws_regions", tuple(self.aws_regions))
+        for name in RESOURCE_ID_CONDITIONS.keys() | {"aws_instance_profile_arns"}:
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not isinstance(self.aws_tags, TagConditions):
+            object.__setattr__(self, "aws_tags", TagConditions(self.aws_tags))
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        """The names of the conditions this rule sets, in the order a join checks them."""
+        return tuple(name for name in CONDITION_FIELDS if _is_set(getattr(self, name)))
+
+    @property
+    def tag_conditions(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """`aws_tags` as (key, allowed values) pairs in key order.
+
+        For templates: a Django template looks up `mapping.items` as the key "items" first, so
+        a tag named "items" would hide the method.
+        """
+        return tuple(self.aws_tags.items())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AllowRule:
+        """The rule of a `to_dict` mapping, without validation.
+
+        Only for mappings this module wrote from a validated rule (a stored row); anything
+        from outside goes through `validate_resource`.
+        """
+        hop_limit = data.get("max_imds_hop_limit")
+        return cls(
+            aws_account=data.get("aws_account", ""),
+            aws_regions=tuple(data.get("aws_regions", ())),
+            aws_role=data.get("aws_role", ""),
+            aws_vpc_ids=tuple(data.get("aws_vpc_ids", ())),
+            aws_subnet_ids=tuple(data.get("aws_subnet_ids", ())),
+            aws_ami_ids=tuple(data.get("aws_ami_ids", ())),
+            aws_instance_profile_arns=tuple(data.get("aws_instance_profile_arns", ())),
+            aws_security_group_ids=tuple(data.get("aws_security_group_ids", ())),
+            aws_tags=TagConditions(data.get("aws_tags") or {}),
+            require_imdsv2=data.get("require_imdsv2") is True,
+            max_imds_hop_limit=(
+                hop_limit
+                if isinstance(hop_limit, int) and not isinstance(hop_limit, bool)
+                else None
+            ),
+            require_source_ip_match=data.get("require_source_ip_match") is True,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        """The rule as Teleport writes it: only the fields that are set."""
+        """The rule as Teleport writes it: only the fields that are set, conditions last."""
         out: dict[str, Any] = {}
         if self.aws_account:
             out["aws_account"] = self.aws_account
@@ -201,7 +313,20 @@ class AllowRule:
             out["aws_regions"] = list(self.aws_regions)
         if self.aws_role:
             out["aws_role"] = self.aws_role
+        for name in self.conditions:
+            value = getattr(self, name)
+            if name == "aws_tags":
+                out[name] = {key: list(values) for key, values in value.items()}
+            elif isinstance(value, tuple):
+                out[name] = list(value)
+            else:
+                out[name] = value
         return out
+
+
+def _is_set(value: object) -> bool:
+    """Whether a condition field holds a condition (False, None and empties do not)."""
+    return value is not None and value is not False and value != () and value != {}
 
 
 @dataclass(frozen=True)
@@ -220,6 +345,9 @@ class TokenResource:
     expires: datetime | None = None
     labels: Mapping[str, str] = field(default_factory=Labels)
     description: str = ""
+    # This product's extension (docs/extensions.md, "Re-join"): a registered host that proves it
+    # holds its key may join again without an admin. Off unless set, as in Teleport.
+    allow_rejoin: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "roles", tuple(self.roles))
@@ -250,16 +378,20 @@ class TokenResource:
             metadata["expires"] = format_timestamp(self.expires)
         if self.labels:
             metadata["labels"] = dict(self.labels)
+        spec: dict[str, Any] = {
+            "roles": list(self.roles),
+            "join_method": self.join_method,
+            "aws_iid_ttl": self.aws_iid_ttl,
+            "allow": [rule.to_dict() for rule in self.allow],
+        }
+        if self.allow_rejoin:
+            # Written only when on, so that a plain token exports exactly as Teleport's.
+            spec["allow_rejoin"] = True
         return {
             "kind": RESOURCE_KIND,
             "version": RESOURCE_VERSION,
             "metadata": metadata,
-            "spec": {
-                "roles": list(self.roles),
-                "join_method": self.join_method,
-                "aws_iid_ttl": self.aws_iid_ttl,
-                "allow": [rule.to_dict() for rule in self.allow],
-            },
+            "spec": spec,
         }
 
 
@@ -509,8 +641,8 @@ _TOP_KEYS = ("kind", "version", "metadata", "spec")
 _METADATA_KEYS = ("name", "description", "labels", "expires")
 # Teleport writes these on `tctl get`; they carry no policy, so an export re-imports cleanly.
 _METADATA_IGNORED = ("namespace", "revision", "id")
-_SPEC_KEYS = ("roles", "join_method", "aws_iid_ttl", "allow")
-_RULE_KEYS = ("aws_account", "aws_regions", "aws_role")
+_SPEC_KEYS = ("roles", "join_method", "aws_iid_ttl", "allow", "allow_rejoin")
+_RULE_KEYS = ("aws_account", "aws_regions", "aws_role", *CONDITION_FIELDS)
 _OTHER_METHOD_BLOCKS = (
     "azure",
     "azure_devops",
@@ -589,12 +721,14 @@ def validate_resource(obj: object, document: int = 0) -> TokenResource:
     roles: tuple[str, ...] = ()
     rules: tuple[AllowRule, ...] = ()
     join_method, ttl = JOIN_METHOD_EC2, DEFAULT_IID_TTL
+    allow_rejoin = False
     if spec is not None:
         _check_keys(errors, "spec", spec, _SPEC_KEYS, explain=_SPEC_EXPLAINED)
         roles = _check_roles(errors, spec.get("roles"))
         join_method = _check_join_method(errors, spec.get("join_method"), spec.get("allow"))
         ttl = _check_ttl(errors, spec.get("aws_iid_ttl"))
         rules = _check_allow(errors, spec.get("allow"))
+        allow_rejoin = _check_allow_rejoin(errors, spec.get("allow_rejoin"))
 
     if errors:
         raise ResourceError(errors.items)
@@ -607,6 +741,7 @@ def validate_resource(obj: object, document: int = 0) -> TokenResource:
         expires=expires,
         labels=labels,
         description=description,
+        allow_rejoin=allow_rejoin,
     )
 
 
@@ -829,6 +964,20 @@ def _check_join_method(errors: _Errors, value: object, allow: object) -> str:
     return JOIN_METHOD_EC2
 
 
+def _check_allow_rejoin(errors: _Errors, value: object) -> bool:
+    """`spec.allow_rejoin`: a boolean; a string such as "true" is refused, not guessed at."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        errors.add(
+            "spec.allow_rejoin",
+            f"must be true or false, not {_kind(value)}; write `allow_rejoin: true` to let "
+            "registered hosts re-join with a proof of their key, or remove the field",
+        )
+        return False
+    return value
+
+
 def _check_ttl(errors: _Errors, value: object) -> str:
     path = "spec.aws_iid_ttl"
     if value is None:
@@ -910,7 +1059,7 @@ def _check_rule(errors: _Errors, path: str, item: object) -> AllowRule | None:
     _check_keys(errors, path, rule, _RULE_KEYS, explain=_RULE_EXPLAINED)
     account = _check_account(errors, f"{path}.aws_account", rule.get("aws_account"))
     regions, partition = _check_regions(errors, f"{path}.aws_regions", rule.get("aws_regions"))
-    role = ""
+    role, role_account, role_partition = "", "", ""
     raw_role = rule.get("aws_role")
     role_path = f"{path}.aws_role"
     if raw_role not in (None, ""):
@@ -940,9 +1089,12 @@ def _check_rule(errors: _Errors, path: str, item: object) -> AllowRule | None:
             'allow rule for "ec2" join method must set "aws_account" or "aws_role"; '
             'add aws_account: "<12-digit account ID>"',
         )
+    conditions = _check_conditions(
+        errors, path, rule, account or role_account, partition or role_partition
+    )
     if len(errors.items) != before:
         return None
-    return AllowRule(aws_account=account, aws_regions=regions, aws_role=role)
+    return AllowRule(aws_account=account, aws_regions=regions, aws_role=role, **conditions)
 
 
 def _check_account(errors: _Errors, path: str, value: object) -> str:
@@ -1019,6 +1171,289 @@ def _check_regions(errors: _Errors, path: str, value: object) -> tuple[tuple[str
         )
         return tuple(regions), ""
     return tuple(regions), next(iter(partitions), "")
+
+
+# --------------------------------------------------------------------------------------------
+# Allow-rule conditions (optional, beyond Teleport; see docs/extensions.md)
+
+_AWS_ID_HEX = r"(?:[0-9a-f]{8}|[0-9a-f]{17})"
+_ANY_RESOURCE_ID = re.compile(rf"(?P<prefix>[a-z]+)-{_AWS_ID_HEX}", re.ASCII)
+_PROFILE_EXAMPLE = "arn:aws:iam::111111111111:instance-profile/web-servers"
+_PROFILE_RESOURCE = re.compile(
+    rf"instance-profile/(?P<path>(?:{_IAM_NAME_CHARS}+/)*)(?P<name>{_IAM_NAME_CHARS}{{1,128}})",
+    re.ASCII,
+)
+# What may come before a trailing `*`: a path and the start of a name.
+_PROFILE_PREFIX = re.compile(rf"instance-profile/(?:{_IAM_NAME_CHARS}|/)*", re.ASCII)
+_PROFILE_PREFIX_MAX_LENGTH = 512 + 128
+
+
+def _check_conditions(
+    errors: _Errors, path: str, rule: Mapping[Any, Any], account: str, partition: str
+) -> dict[str, Any]:
+    """The rule's condition fields as `AllowRule` keyword arguments; absent ones are left out.
+
+    `account` and `partition` are the rule's own (from `aws_account`, `aws_regions` or
+    `aws_role`, "" when unknown): an instance profile elsewhere could never be the instance's.
+    """
+    out: dict[str, Any] = {}
+    for name, prefix in RESOURCE_ID_CONDITIONS.items():
+        noun = RESOURCE_ID_NOUNS[name]
+        out[name] = _check_condition_list(
+            errors,
+            f"{path}.{name}",
+            rule.get(name),
+            f"{noun} ids",
+            lambda item, prefix=prefix, noun=noun: _resource_id_problem(item, prefix, noun),
+        )
+    out["aws_instance_profile_arns"] = _check_condition_list(
+        errors,
+        f"{path}.aws_instance_profile_arns",
+        rule.get("aws_instance_profile_arns"),
+        "instance profile ARNs",
+        lambda item: _profile_arn_problem(item, account, partition),
+    )
+    out["aws_tags"] = _check_tags(errors, f"{path}.aws_tags", rule.get("aws_tags"))
+    out["require_imdsv2"] = _check_flag(
+        errors, f"{path}.require_imdsv2", rule.get("require_imdsv2")
+    )
+    out["max_imds_hop_limit"] = _check_hop_limit(
+        errors, f"{path}.max_imds_hop_limit", rule.get("max_imds_hop_limit")
+    )
+    out["require_source_ip_match"] = _check_flag(
+        errors, f"{path}.require_source_ip_match", rule.get("require_source_ip_match")
+    )
+    return out
+
+
+def _check_condition_list(
+    errors: _Errors,
+    path: str,
+    value: object,
+    what: str,
+    problem_of: Callable[[str], str | None],
+) -> tuple[str, ...]:
+    """A list condition: absent (None) is no condition; an empty list is refused as a mistake,
+    because reading it as "any" would silently disable a condition the author meant to set."""
+    if value is None:
+        return ()
+    field_key = path.rsplit(".", 1)[-1]
+    if not isinstance(value, list):
+        errors.add(path, f"must be a list of {what}, not {_kind(value)}; e.g. {field_key}: [...]")
+        return ()
+    if not value:
+        errors.add(
+            path, f"is empty; list at least one of the allowed {what}, or remove {field_key}"
+        )
+        return ()
+    if len(value) > MAX_CONDITION_VALUES:
+        errors.add(path, f"has {len(value)} entries; use at most {MAX_CONDITION_VALUES}")
+        return ()
+    good: list[str] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(value):
+        where = f"{path}[{index}]"
+        if not isinstance(item, str):
+            errors.add(where, f"must be a string, not {_kind(item)}")
+            continue
+        problem = problem_of(item)
+        if problem:
+            errors.add(where, problem)
+            continue
+        if item in seen:
+            errors.add(where, f"duplicate {_show(item)} (also {path}[{seen[item]}]); list it once")
+            continue
+        seen[item] = index
+        good.append(item)
+    return tuple(good)
+
+
+def _resource_id_problem(item: str, prefix: str, noun: str) -> str | None:
+    """Why `item` is not an EC2 id of the kind `prefix` (`vpc`, `subnet`, ...), or None."""
+    if re.fullmatch(rf"{prefix}-{_AWS_ID_HEX}", item, re.ASCII):
+        return None
+    example = f"{prefix}-0123456789abcdef0"
+    fixed = item.strip().lower()
+    if re.fullmatch(rf"{prefix}-{_AWS_ID_HEX}", fixed, re.ASCII):
+        return f"{_show(item)}: EC2 ids are lower case without spaces; write {_show(fixed)}"
+    other = _ANY_RESOURCE_ID.fullmatch(item)
+    if other and other.group("prefix") in RESOURCE_ID_CONDITIONS.values():
+        field_for = next(
+            key for key, value in RESOURCE_ID_CONDITIONS.items() if value == other.group("prefix")
+        )
+        return (
+            f"{_show(item)} is {_a(RESOURCE_ID_NOUNS[field_for])} id, not {_a(noun)} id; move it "
+            f"to {field_for}"
+        )
+    return (
+        f"{_show(item)} is not {_a(noun)} id; write {prefix}- and 8 or 17 hexadecimal digits, "
+        f"e.g. {example}"
+    )
+
+
+def _a(noun: str) -> str:
+    """The noun with its indefinite article: "a VPC", "an AMI"."""
+    return f"{'an' if noun[:1] in 'AEIOUaeiou' else 'a'} {noun}"
+
+
+def _profile_arn_problem(arn: str, account: str, partition: str) -> str | None:
+    """Why `arn` is not an instance profile ARN (optionally ending in `*`) of the rule's
+    account and partition, or None."""
+    example = (
+        "write it as arn:<partition>:iam::<12-digit account>:instance-profile/<path/name>, "
+        f"optionally ending in * for a prefix, e.g. {_PROFILE_EXAMPLE}"
+    )
+    if len(arn) > _ARN_MAX_LENGTH:
+        return f"is longer than {_ARN_MAX_LENGTH} characters, too long for an ARN"
+    parts = arn.split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn":
+        return f"{_show(arn)} is not an ARN; {example}"
+    _, arn_partition, service, region, arn_account, resource = parts
+    if arn_partition not in PARTITIONS:
+        return (
+            f"the ARN's partition {_show(arn_partition)} is not supported; use one of "
+            f"{', '.join(PARTITIONS)}"
+        )
+    if service != "iam":
+        return f"{_show(arn)} is not an IAM ARN (service {_show(service)}); {example}"
+    if region:
+        return f"IAM ARNs have no region, but {_show(arn)} names {_show(region)}; {example}"
+    if not _ACCOUNT.fullmatch(arn_account):
+        return (
+            f"the ARN's account {_show(arn_account)} is not 12 digits (a * may only end the "
+            f"ARN); {example}"
+        )
+    if not resource.startswith("instance-profile/"):
+        kind = resource.split("/", 1)[0]
+        hint = (
+            "; the condition is on the instance profile, whose ARN names instance-profile/"
+            if kind == "role"
+            else ""
+        )
+        return f"{_show(arn)} names an IAM {kind or 'resource'}, not an instance profile{hint}"
+    wildcard = resource.endswith("*")
+    body = resource[:-1] if wildcard else resource
+    if "*" in body:
+        return f"{_show(arn)}: a * is allowed only once, as the last character (a prefix match)"
+    if wildcard:
+        if len(body) > _PROFILE_PREFIX_MAX_LENGTH or not _PROFILE_PREFIX.fullmatch(body):
+            return (
+                f"{_show(arn)} has an invalid path or name before the * (letters, digits and "
+                f"+=,.@_-/ only); {example}"
+            )
+    elif not _PROFILE_RESOURCE.fullmatch(body) or len(body) > _PROFILE_PREFIX_MAX_LENGTH:
+        return (
+            f"{_show(arn)} has an invalid path or name (letters, digits and +=,.@_- only, "
+            f"name at most 128 characters; end it with * for a prefix); {example}"
+        )
+    if account and arn_account != account:
+        return (
+            f"the instance profile is in account {arn_account} but the rule admits account "
+            f"{account}; an instance can only use a profile of its own account"
+        )
+    if partition and arn_partition != partition:
+        return (
+            f"the instance profile is in partition {arn_partition} but the rule's regions or "
+            f"role are in {partition}; use an ARN of the rule's partition"
+        )
+    return None
+
+
+def _check_tags(errors: _Errors, path: str, value: object) -> TagConditions:
+    """`aws_tags`: every key must be on the instance with one of its listed values."""
+    if value is None:
+        return TagConditions()
+    example = "e.g. aws_tags: {env: [production, staging]}"
+    if not isinstance(value, Mapping):
+        errors.add(
+            path,
+            f"must be a mapping of tag key to a list of allowed values, {example}; "
+            f"not {_kind(value)}",
+        )
+        return TagConditions()
+    if not value:
+        errors.add(path, f"is empty; name at least one tag ({example}), or remove aws_tags")
+        return TagConditions()
+    if len(value) > MAX_TAG_CONDITIONS:
+        errors.add(
+            path,
+            f"has {len(value)} keys; an instance has at most {MAX_TAG_CONDITIONS} tags, so use "
+            f"at most {MAX_TAG_CONDITIONS}",
+        )
+        return TagConditions()
+    good: dict[str, tuple[str, ...]] = {}
+    for key, values in value.items():
+        where = f"{path}[{_show(key)}]"
+        if not isinstance(key, str):
+            errors.add(where, f"a tag key must be a string, not {_kind(key)}; quote it")
+            continue
+        if not key or len(key) > TAG_KEY_MAX_LENGTH:
+            errors.add(where, f"a tag key has 1 to {TAG_KEY_MAX_LENGTH} characters")
+            continue
+        if any(_is_unsafe_char(char) or char in "\n\t" for char in key):
+            errors.add(where, "the tag key contains control characters; AWS tag keys cannot")
+            continue
+        if not isinstance(values, list):
+            hint = f"; write {field_name(key)}: [{values}]" if isinstance(values, str) else ""
+            errors.add(
+                where, f"must be a list of the tag's allowed values, not {_kind(values)}{hint}"
+            )
+            continue
+        if not values:
+            errors.add(where, "is empty; list at least one allowed value of the tag")
+            continue
+        if len(values) > MAX_TAG_VALUES:
+            errors.add(where, f"has {len(values)} values; use at most {MAX_TAG_VALUES}")
+            continue
+        allowed: list[str] = []
+        for index, text in enumerate(values):
+            at = f"{where}[{index}]"
+            if not isinstance(text, str):
+                errors.add(
+                    at,
+                    f"a tag value must be a string, not {_kind(text)}; put it in quotes "
+                    "(YAML reads yes, 123 or 2030-01-01 as other types)",
+                )
+            elif len(text) > TAG_VALUE_MAX_LENGTH:
+                errors.add(at, f"a tag value has at most {TAG_VALUE_MAX_LENGTH} characters")
+            elif any(_is_unsafe_char(char) or char in "\n\t" for char in text):
+                errors.add(at, "the tag value contains control characters; AWS tag values cannot")
+            elif text in allowed:
+                errors.add(at, f"duplicate value {_show(text)}; list it once")
+            else:
+                allowed.append(text)
+        if len(allowed) == len(values):
+            good[key] = tuple(allowed)
+    return TagConditions(good)
+
+
+def _check_flag(errors: _Errors, path: str, value: object) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        errors.add(path, f"must be true or false, not {_kind(value)}")
+        return False
+    return value
+
+
+def _check_hop_limit(errors: _Errors, path: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        errors.add(
+            path,
+            f"must be a whole number from {MIN_IMDS_HOP_LIMIT} to {MAX_IMDS_HOP_LIMIT}, not "
+            f"{_kind(value)}; 1 keeps the metadata service out of reach of containers",
+        )
+        return None
+    if not MIN_IMDS_HOP_LIMIT <= value <= MAX_IMDS_HOP_LIMIT:
+        errors.add(
+            path,
+            f"{_number_text(value)} is outside AWS's hop limits {MIN_IMDS_HOP_LIMIT} to "
+            f"{MAX_IMDS_HOP_LIMIT}; 1 keeps the metadata service out of reach of containers",
+        )
+        return None
+    return value
 
 
 # --------------------------------------------------------------------------------------------

@@ -68,8 +68,8 @@ def plan_import(data: str | bytes) -> ImportPlan:
                     FieldError(
                         index,
                         "metadata.name",
-                        f"token {resource.name!r} already appears in document {seen[resource.name]}; "
-                        "each name may appear once per upload",
+                        f"token {resource.name!r} already appears in document "
+                        f"{seen[resource.name]}; each name may appear once per upload",
                     )
                 ]
             )
@@ -83,7 +83,12 @@ def plan_import(data: str | bytes) -> ImportPlan:
 
 
 def import_tokens(
-    data: str | bytes, *, actor: Any, force: bool = False, via: str = "console", remote_addr: str = ""
+    data: str | bytes,
+    *,
+    actor: Any,
+    force: bool = False,
+    via: str = "console",
+    remote_addr: str = "",
 ) -> ImportPlan:
     """Create (or with `force`, replace) every token in `data`, all or nothing.
 
@@ -95,8 +100,14 @@ def import_tokens(
         raise TokenExistsError(plan.replaces)
     with transaction.atomic():
         for resource in plan.resources:
-            save_token(resource, actor=actor, force=force, via=via, remote_addr=remote_addr,
-                       action="token.import")
+            save_token(
+                resource,
+                actor=actor,
+                force=force,
+                via=via,
+                remote_addr=remote_addr,
+                action="token.import",
+            )
     return plan
 
 
@@ -117,8 +128,13 @@ def save_token(
     """
     if expected_name is not None and resource.name != expected_name:
         raise ResourceError(
-            [FieldError(0, "metadata.name", f"the name must stay {expected_name!r}; create a new "
-                        "token to use another name")]
+            [
+                FieldError(
+                    0,
+                    "metadata.name",
+                    f"the name must stay {expected_name!r}; create a new token to use another name",
+                )
+            ]
         )
     with transaction.atomic():
         token = Token.objects.select_for_update().filter(name=resource.name).first()
@@ -157,8 +173,13 @@ def delete_token(name: str, *, actor: Any, via: str = "console", remote_addr: st
         before = resource_snapshot(token.to_resource())
         token.delete()
         record_action(
-            actor=actor, action="token.delete", object_type="token", object_id=name,
-            before=before, via=via, remote_addr=remote_addr,
+            actor=actor,
+            action="token.delete",
+            object_type="token",
+            object_id=name,
+            before=before,
+            via=via,
+            remote_addr=remote_addr,
         )
 
 

@@ -241,7 +241,12 @@ def _join_handler(fake: FakeJoinServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
-            request = json.loads(self.rfile.read(length) or b"null")
+            raw = self.rfile.read(length)
+            if self.path != "/api/v1/join":
+                # Like a server without that endpoint, e.g. one that predates re-joins.
+                self.send_error(404)
+                return
+            request = json.loads(raw or b"null")
             with fake._lock:
                 fake.requests.append(request)
                 fake.paths.append(self.path)

@@ -13,6 +13,7 @@ from django.utils import timezone
 from audit.models import Seal, SealVerification
 from audit.sealing import seal_pending, verify_seals
 from joins.constants import CHECKS, ERROR_CODES
+from joins.demo import FAILING_CHECK, REFUSALS
 from joins.models import Host, JoinAttempt
 from tests.audit import make_actions, make_attempts
 from tokens.models import Token
@@ -146,6 +147,12 @@ def test_seeded_attempts_look_like_the_join_services_output():
         assert attempt.checks[-1]["ok"] == (attempt.outcome == "allowed")
         if attempt.outcome != "allowed":
             assert attempt.checks[-1]["detail"] == attempt.reason
+
+
+def test_every_refusal_the_demo_writes_uses_a_contract_code_and_its_check():
+    for code, _ in REFUSALS:
+        assert code in ERROR_CODES
+        assert FAILING_CHECK[code] in (*CHECKS, "internal")
 
 
 def test_seeded_times_follow_ids_and_stay_within_the_days_asked():

@@ -56,8 +56,10 @@ def test_an_admin_manages_tokens_in_the_browser(page: Page, live_server, admin_l
     page.click("button[value=add_rule]:visible")
     page.fill("input[name=rules-1-aws_account]", "222222222222")
     page.fill("input[name=rules-1-aws_regions]", "us-east-1")
-    page.fill("input[name=rules-1-aws_role]",
-              "arn:aws:iam::222222222222:role/joinadmin-DescribeInstances-role")
+    page.fill(
+        "input[name=rules-1-aws_role]",
+        "arn:aws:iam::222222222222:role/joinadmin-DescribeInstances-role",
+    )
     shot(page, "token-form")
     page.click("button.button--primary[value=save]")
     expect(page.locator("h1")).to_contain_text("ec2-token")
@@ -65,8 +67,11 @@ def test_an_admin_manages_tokens_in_the_browser(page: Page, live_server, admin_l
     token = Token.objects.get(name="ec2-token")
     assert token.allow == [
         {"aws_account": "111111111111", "aws_regions": ["us-west-1", "us-west-2"]},
-        {"aws_account": "222222222222", "aws_regions": ["us-east-1"],
-         "aws_role": "arn:aws:iam::222222222222:role/joinadmin-DescribeInstances-role"},
+        {
+            "aws_account": "222222222222",
+            "aws_regions": ["us-east-1"],
+            "aws_role": "arn:aws:iam::222222222222:role/joinadmin-DescribeInstances-role",
+        },
     ]
 
     page.goto(f"{live_server.url}/tokens/upload/")
@@ -78,7 +83,11 @@ def test_an_admin_manages_tokens_in_the_browser(page: Page, live_server, admin_l
     assert not Token.objects.filter(name__startswith="fleet-").exists()
     page.click("button[value=apply]")
     expect(page.get_by_text("fleet-web").first).to_be_visible()
-    assert set(Token.objects.values_list("name", flat=True)) == {"ec2-token", "fleet-web", "fleet-db"}
+    assert set(Token.objects.values_list("name", flat=True)) == {
+        "ec2-token",
+        "fleet-web",
+        "fleet-db",
+    }
 
     page.goto(f"{live_server.url}/tokens/")
     shot(page, "token-list")

@@ -37,8 +37,12 @@ spec:
   aws_iid_ttl: 1h
   allow: [{aws_account: "123456789012", aws_regions: [us-west-2]}]
 """
-PUBLIC_KEY = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+PUBLIC_KEY = (
+    ec.generate_private_key(ec.SECP256R1())
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
 
 
 @pytest.fixture
@@ -49,10 +53,19 @@ def signer(tmp_path: Path) -> IIDSigner:
 
 
 def join_body(signer: IIDSigner, instance_id: str) -> bytes:
-    document = make_document(account_id=ACCOUNT, instance_id=instance_id, region="us-west-2",
-                             pending_time=datetime.now(UTC) - timedelta(seconds=30))
-    return json.dumps({"token": "fleet", "ec2_identity_document": signer.sign(document),
-                       "public_tls_key": PUBLIC_KEY}).encode()
+    document = make_document(
+        account_id=ACCOUNT,
+        instance_id=instance_id,
+        region="us-west-2",
+        pending_time=datetime.now(UTC) - timedelta(seconds=30),
+    )
+    return json.dumps(
+        {
+            "token": "fleet",
+            "ec2_identity_document": signer.sign(document),
+            "public_tls_key": PUBLIC_KEY,
+        }
+    ).encode()
 
 
 def rows(query: str, database_url: str, data_dir: Path) -> list[tuple]:
@@ -67,8 +80,11 @@ def rows(query: str, database_url: str, data_dir: Path) -> list[tuple]:
 
 def assert_registry_consistent(database_url: str, data_dir: Path) -> int:
     hosts = dict(rows("SELECT host_id, tls_cert_serial FROM joins_host", database_url, data_dir))
-    allowed = rows("SELECT host_id, tls_cert_serial FROM joins_joinattempt WHERE outcome = 'allowed'",
-                   database_url, data_dir)
+    allowed = rows(
+        "SELECT host_id, tls_cert_serial FROM joins_joinattempt WHERE outcome = 'allowed'",
+        database_url,
+        data_dir,
+    )
     assert len(allowed) == len({h for h, _ in allowed}), "an instance was registered twice"
     assert dict(allowed) == hosts, "hosts and allowed attempts disagree"
     assert all(serial for serial in hosts.values()), "a host without a certificate serial"
@@ -81,9 +97,15 @@ def test_the_database_going_away_gives_503_and_service_resumes_by_itself(tmp_pat
     via_proxy = database_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
     with moto_http_server() as aws:
         first, second = launch_instances(aws, 2)
-        server = Gunicorn({**aws, "JOINADMIN_DATA_DIR": str(tmp_path / "data"),
-                           "DATABASE_URL": via_proxy, "JOINADMIN_IID_CERTS_DIR": str(tmp_path / "certs"),
-                           "JOINADMIN_SECRET_KEY": "x" * 64})
+        server = Gunicorn(
+            {
+                **aws,
+                "JOINADMIN_DATA_DIR": str(tmp_path / "data"),
+                "DATABASE_URL": via_proxy,
+                "JOINADMIN_IID_CERTS_DIR": str(tmp_path / "certs"),
+                "JOINADMIN_SECRET_KEY": "x" * 64,
+            }
+        )
         with running(server):
             server.manage("tokens", "create", "-", stdin=TOKEN)
             assert server.request("POST", "/api/v1/join", join_body(signer, first))[0] == 200
@@ -109,8 +131,11 @@ def test_the_database_going_away_gives_503_and_service_resumes_by_itself(tmp_pat
 def test_a_worker_killed_mid_load_leaves_nothing_half_done(tmp_path, signer):
     database_url = os.environ.get("DATABASE_URL", "")
     data_dir = tmp_path / "data"
-    env = {"JOINADMIN_DATA_DIR": str(data_dir), "JOINADMIN_IID_CERTS_DIR": str(tmp_path / "certs"),
-           "JOINADMIN_SECRET_KEY": "y" * 64}
+    env = {
+        "JOINADMIN_DATA_DIR": str(data_dir),
+        "JOINADMIN_IID_CERTS_DIR": str(tmp_path / "certs"),
+        "JOINADMIN_SECRET_KEY": "y" * 64,
+    }
     if database_url.startswith("postgres"):
         database_url = fresh_postgres_database("joinadmin_fault_kill")
         env["DATABASE_URL"] = database_url

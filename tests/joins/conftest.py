@@ -86,11 +86,16 @@ class JoinWorld:
             RoleArn=f"arn:aws:iam::{account_id}:role/test-setup", RoleSessionName="setup"
         )["Credentials"]
         return boto3.client(
-            "ec2", region_name=region, aws_access_key_id=creds["AccessKeyId"],
-            aws_secret_access_key=creds["SecretAccessKey"], aws_session_token=creds["SessionToken"],
+            "ec2",
+            region_name=region,
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["SessionToken"],
         )
 
-    def launch(self, region: str = "us-west-2", account_id: str = ACCOUNT, state: str = "running") -> Instance:
+    def launch(
+        self, region: str = "us-west-2", account_id: str = ACCOUNT, state: str = "running"
+    ) -> Instance:
         client = self.ec2(region, account_id)
         answer = client.run_instances(ImageId=IMAGE_ID, MinCount=1, MaxCount=1)
         instance_id = answer["Instances"][0]["InstanceId"]
@@ -101,10 +106,15 @@ class JoinWorld:
         return Instance(account_id, region, instance_id)
 
     def document(self, instance: Instance, pending_time: datetime = LAUNCH, **extra: Any) -> str:
-        return self.signer.sign(make_document(
-            account_id=instance.account_id, instance_id=instance.instance_id,
-            region=instance.region, pending_time=pending_time, **extra,
-        ))
+        return self.signer.sign(
+            make_document(
+                account_id=instance.account_id,
+                instance_id=instance.instance_id,
+                region=instance.region,
+                pending_time=pending_time,
+                **extra,
+            )
+        )
 
     def body(self, token: str, document: str, **fields: Any) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -128,23 +138,31 @@ def world(iid_signer, aws, settings, db) -> JoinWorld:  # type: ignore[no-untype
     ssh_key = ed25519.Ed25519PrivateKey.generate()
     return JoinWorld(
         signer=signer,
-        tls_pem=tls_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        ).decode(),
-        ssh_line=ssh_key.public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        ).decode(),
+        tls_pem=tls_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode(),
+        ssh_line=ssh_key.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode(),
         tls_key=tls_key,
         ssh_key=ssh_key,
     )
 
 
-def make_token(name: str = "ec2-token", *, allow: list[dict] | None = None, roles: list[str] | None = None,
-               ttl: str = "5m", expires: datetime | None = None) -> Token:
+def make_token(
+    name: str = "ec2-token",
+    *,
+    allow: list[dict] | None = None,
+    roles: list[str] | None = None,
+    ttl: str = "5m",
+    expires: datetime | None = None,
+) -> Token:
     return Token.objects.create(
         name=name,
         roles=roles or ["Node"],
-        allow=allow if allow is not None else [{"aws_account": ACCOUNT, "aws_regions": ["us-west-2"]}],
+        allow=allow
+        if allow is not None
+        else [{"aws_account": ACCOUNT, "aws_regions": ["us-west-2"]}],
         aws_iid_ttl=ttl,
         expires=expires,
     )

@@ -31,25 +31,54 @@ def test_join_attempts_are_listed_newest_first_and_filtered(auditor_client, join
     assert [r["outcome"] for r in body["results"]] == ["denied", "allowed"]
     assert body["next"] is None
     allowed = body["results"][1]
-    for field in ("id", "time", "token", "join_method", "remote_addr", "requested_host_id",
-                  "host_id", "account_id", "region", "instance_id", "pending_time", "roles",
-                  "outcome", "error", "message", "checks", "duration_ms"):
+    for field in (
+        "id",
+        "time",
+        "token",
+        "join_method",
+        "remote_addr",
+        "requested_host_id",
+        "host_id",
+        "account_id",
+        "region",
+        "instance_id",
+        "pending_time",
+        "roles",
+        "outcome",
+        "error",
+        "message",
+        "checks",
+        "duration_ms",
+    ):
         assert field in allowed
-    assert allowed["checks"][0] == {"name": "request", "ok": True, "detail": allowed["checks"][0]["detail"]}
+    assert allowed["checks"][0] == {
+        "name": "request",
+        "ok": True,
+        "detail": allowed["checks"][0]["detail"],
+    }
     only = auditor_client.get("/api/v1/join-attempts", {"outcome": "allowed"}).json()["results"]
     assert [r["host_id"] for r in only] == [joined.host_id]
-    by_instance = auditor_client.get("/api/v1/join-attempts", {"instance_id": joined.instance_id}).json()
+    by_instance = auditor_client.get(
+        "/api/v1/join-attempts", {"instance_id": joined.instance_id}
+    ).json()
     assert len(by_instance["results"]) == 1
     by_error = auditor_client.get("/api/v1/join-attempts", {"error": "invalid_request"}).json()
     assert len(by_error["results"]) == 1
-    assert auditor_client.get("/api/v1/join-attempts", {"since": "2099-01-01T00:00:00Z"}).json()["results"] == []
+    assert (
+        auditor_client.get("/api/v1/join-attempts", {"since": "2099-01-01T00:00:00Z"}).json()[
+            "results"
+        ]
+        == []
+    )
     detail = auditor_client.get(f"/api/v1/join-attempts/{allowed['id']}").json()
     assert detail["token_snapshot"]["metadata"]["name"] == "ec2-token"
 
 
 def test_join_attempts_paginate_with_a_cursor(auditor_client, db):
     for index in range(5):
-        JoinAttempt.objects.create(time=LAUNCH, outcome="denied", error="iid_malformed", token=f"t{index}")
+        JoinAttempt.objects.create(
+            time=LAUNCH, outcome="denied", error="iid_malformed", token=f"t{index}"
+        )
     first = auditor_client.get("/api/v1/join-attempts", {"limit": 2}).json()
     assert [r["token"] for r in first["results"]] == ["t4", "t3"]
     second = auditor_client.get(first["next"]).json()
@@ -113,24 +142,38 @@ def verify(*args: str) -> tuple[int, dict]:
 
 
 def test_verify_iid_passes_the_real_sample_at_its_pending_time():
-    code, result = verify(str(SAMPLES / "teleport-instance1-us-west-2.rsa2048.p7.b64"),
-                          "--at", "2021-09-03T21:26:00Z")
+    code, result = verify(
+        str(SAMPLES / "teleport-instance1-us-west-2.rsa2048.p7.b64"), "--at", "2021-09-03T21:26:00Z"
+    )
     assert code == 0 and result["ok"] is True
     assert result["host_id"] == "278576220453-i-078517ca8a70a1dde"
     assert [c["name"] for c in result["checks"]] == ["document", "pending_time"]
 
 
 def test_verify_iid_fails_the_sample_after_the_ttl_and_with_a_token_whose_rules_do_not_match():
-    code, result = verify(str(SAMPLES / "teleport-instance1-us-west-2.rsa2048.p7.b64"),
-                          "--at", "2021-09-03T21:30:45Z")
+    code, result = verify(
+        str(SAMPLES / "teleport-instance1-us-west-2.rsa2048.p7.b64"), "--at", "2021-09-03T21:30:45Z"
+    )
     assert code == 1 and result["error"] == "iid_expired"
     make_token("other", allow=[{"aws_account": "111111111111"}])
-    code, result = verify(str(SAMPLES / "teleport-instance1-us-west-2.rsa2048.p7.b64"),
-                          "--at", "2021-09-03T21:26:00Z", "--token", "other")
+    code, result = verify(
+        str(SAMPLES / "teleport-instance1-us-west-2.rsa2048.p7.b64"),
+        "--at",
+        "2021-09-03T21:26:00Z",
+        "--token",
+        "other",
+    )
     assert code == 1 and result["error"] == "no_matching_rule"
-    make_token("good", allow=[{"aws_account": "278576220453", "aws_regions": ["us-west-2"]}], ttl="10m")
-    code, result = verify(str(SAMPLES / "teleport-instance1-us-west-2.rsa2048.p7.b64"),
-                          "--at", "2021-09-03T21:34:00Z", "--token", "good")
+    make_token(
+        "good", allow=[{"aws_account": "278576220453", "aws_regions": ["us-west-2"]}], ttl="10m"
+    )
+    code, result = verify(
+        str(SAMPLES / "teleport-instance1-us-west-2.rsa2048.p7.b64"),
+        "--at",
+        "2021-09-03T21:34:00Z",
+        "--token",
+        "good",
+    )
     assert code == 0 and result["matched_rule"] == 0
 
 

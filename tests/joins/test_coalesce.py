@@ -107,6 +107,7 @@ def coalescer() -> Callable[..., CoalescingLookup]:
 
     def make(describe: FakeEc2, **options: object) -> CoalescingLookup:
         options.setdefault("window", LONG_WINDOW)
+        options.setdefault("interval", 0)  # no pacing unless a test asks for it
         lookup = CoalescingLookup(describe, **options)  # type: ignore[arg-type]
         made.append(lookup)
         return lookup
@@ -144,6 +145,22 @@ def test_more_than_a_hundred_ids_are_split_into_calls_of_at_most_a_hundred(coale
     assert sorted(i for call in fake.calls for i in call) == sorted(wanted)
     assert len(fake.calls) >= 3
     assert all(isinstance(o, InstanceInfo) for o in outcomes.values())
+
+
+def test_under_load_a_partial_batch_waits_for_the_pace_but_a_full_one_goes_at_once(coalescer):
+    fake = FakeEc2(dict.fromkeys(["i-0aaa", "i-0bbb", "i-0ccc"], "running"))
+    lookup = coalescer(fake, window=0, interval=LONG_WINDOW, burst=1, max_batch=2)
+    assert lookup.describe_one(region=REGION, instance_id="i-0aaa").state == "running"  # type: ignore[union-attr]
+    later = threading.Thread(
+        target=lambda: lookup.describe_one(region=REGION, instance_id="i-0bbb")
+    )
+    later.start()
+    wait_until(lambda: lookup.stats().lookups == 2)
+    time.sleep(0.2)
+    assert fake.calls == [["i-0aaa"]]  # no token left: the partial batch waits and gathers
+    assert lookup.describe_one(region=REGION, instance_id="i-0ccc").state == "running"  # type: ignore[union-attr]
+    later.join(timeout=30)
+    assert fake.calls == [["i-0aaa"], ["i-0bbb", "i-0ccc"]]
 
 
 def test_a_lookup_already_in_flight_is_shared_not_asked_again(coalescer):
@@ -360,3 +377,18 @@ def test_botocore_retries_stop_when_the_time_budget_is_spent(world):
     assert raised.value.code == "aws_unavailable"
     assert "time budget" in raised.value.message
     assert len(attempts) == 1
+
+
+# --- the benchmark's no-op endpoint -----------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_benchmark_noop_endpoint_is_not_found_unless_switched_on(client, settings):
+    settings.BENCH_NOOP = False
+    assert (
+        client.post("/api/v1/noop", data="{}", content_type="application/json").status_code == 404
+    )
+    settings.BENCH_NOOP = True
+    response = client.post("/api/v1/noop", data="{}", content_type="application/json")
+    assert response.status_code == 200
+    assert response.json() == {"ok": True}

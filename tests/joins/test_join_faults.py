@@ -28,8 +28,10 @@ class _Raw:
 
 
 def ec2_error(status: int, code: str) -> Callable[..., AWSResponse]:
-    body = (f"<Response><Errors><Error><Code>{code}</Code><Message>injected {code}</Message>"
-            "</Error></Errors><RequestID>test</RequestID></Response>").encode()
+    body = (
+        f"<Response><Errors><Error><Code>{code}</Code><Message>injected {code}</Message>"
+        "</Error></Errors><RequestID>test</RequestID></Response>"
+    ).encode()
 
     def handler(request, **_):  # type: ignore[no-untyped-def]
         return AWSResponse(request.url, status, {"Content-Type": "text/xml"}, _Raw(body))
@@ -92,8 +94,9 @@ def assert_nothing_registered() -> None:
     ],
     ids=["unauthorized", "auth-failure", "throttled", "unavailable", "5xx", "timeout", "reset"],
 )
-def test_an_aws_fault_fails_closed_and_registers_nothing(client, world, at_launch, inject,
-                                                         handler, status, code):
+def test_an_aws_fault_fails_closed_and_registers_nothing(
+    client, world, at_launch, inject, handler, status, code
+):
     instance = world.launch()
     make_token()
     inject(handler)
@@ -126,8 +129,12 @@ def test_assume_role_denied_is_aws_denied(client, world, at_launch, monkeypatch)
 
     def refuse(*_a, **_k):  # type: ignore[no-untyped-def]
         raise botocore.exceptions.ClientError(
-            {"Error": {"Code": "AccessDenied", "Message": "not authorized to assume"},
-             "ResponseMetadata": {"HTTPStatusCode": 403}}, "AssumeRole")
+            {
+                "Error": {"Code": "AccessDenied", "Message": "not authorized to assume"},
+                "ResponseMetadata": {"HTTPStatusCode": 403},
+            },
+            "AssumeRole",
+        )
 
     import boto3
 

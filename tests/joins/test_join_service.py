@@ -45,7 +45,9 @@ def assert_refused(response, status: int, code: str) -> JoinAttempt:  # type: ig
 def test_it_joins_a_running_instance_matching_the_rule(client, world, at_launch):
     instance = world.launch()
     make_token()
-    response = post_join(client, world.body("ec2-token", world.document(instance), node_name="web-1"))
+    response = post_join(
+        client, world.body("ec2-token", world.document(instance), node_name="web-1")
+    )
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["host_id"] == instance.host_id
@@ -57,8 +59,17 @@ def test_it_joins_a_running_instance_matching_the_rule(client, world, at_launch)
     attempt = only_attempt()
     assert attempt.outcome == "allowed" and attempt.error == ""
     assert [c["name"] for c in attempt.checks] == [
-        "request", "token", "join_method", "roles", "document", "host_id", "pending_time",
-        "allow_rule", "not_joined", "instance", "issue",
+        "request",
+        "token",
+        "join_method",
+        "roles",
+        "document",
+        "host_id",
+        "pending_time",
+        "allow_rule",
+        "not_joined",
+        "instance",
+        "issue",
     ]
     assert all(c["ok"] for c in attempt.checks)
     host = Host.objects.get()
@@ -68,8 +79,12 @@ def test_it_joins_a_running_instance_matching_the_rule(client, world, at_launch)
 
 def test_it_joins_with_the_second_of_several_rules(client, world, at_launch):
     instance = world.launch()
-    make_token(allow=[{"aws_account": "883474662888", "aws_regions": ["us-west-1"]},
-                      {"aws_account": ACCOUNT, "aws_regions": ["us-west-2"]}])
+    make_token(
+        allow=[
+            {"aws_account": "883474662888", "aws_regions": ["us-west-1"]},
+            {"aws_account": ACCOUNT, "aws_regions": ["us-west-2"]},
+        ]
+    )
     response = post_join(client, world.body("ec2-token", world.document(instance)))
     assert response.status_code == 200, response.content
     assert only_attempt().matched_rule == 1
@@ -77,7 +92,9 @@ def test_it_joins_with_the_second_of_several_rules(client, world, at_launch):
 
 def test_it_joins_with_a_rule_listing_several_regions(client, world, at_launch):
     instance = world.launch()
-    make_token(allow=[{"aws_account": ACCOUNT, "aws_regions": ["us-east-1", "us-west-2", "us-east-2"]}])
+    make_token(
+        allow=[{"aws_account": ACCOUNT, "aws_regions": ["us-east-1", "us-west-2", "us-east-2"]}]
+    )
     assert post_join(client, world.body("ec2-token", world.document(instance))).status_code == 200
 
 
@@ -120,7 +137,9 @@ def test_it_refuses_a_request_without_a_document(client, world, at_launch):
 
 def test_it_refuses_a_bad_document(client, world, at_launch):
     make_token()
-    attempt = assert_refused(post_join(client, world.body("ec2-token", "baddocument")), 403, "iid_malformed")
+    attempt = assert_refused(
+        post_join(client, world.body("ec2-token", "baddocument")), 403, "iid_malformed"
+    )
     assert attempt.token == "ec2-token"
 
 
@@ -136,7 +155,9 @@ def test_it_refuses_an_instance_that_already_joined(client, world, at_launch):
     assert JoinAttempt.objects.filter(error="instance_already_joined").count() == 1
 
 
-def test_it_refuses_an_instance_that_already_joined_with_another_claimed_host_id(client, world, at_launch):
+def test_it_refuses_an_instance_that_already_joined_with_another_claimed_host_id(
+    client, world, at_launch
+):
     instance = world.launch()
     make_token()
     document = world.document(instance)
@@ -150,8 +171,11 @@ def test_it_refuses_an_instance_that_already_joined_with_another_claimed_host_id
 def test_it_refuses_an_instance_that_is_not_running(client, world, at_launch, state):
     instance = world.launch(state=state)
     make_token()
-    attempt = assert_refused(post_join(client, world.body("ec2-token", world.document(instance))),
-                             403, "instance_not_running")
+    attempt = assert_refused(
+        post_join(client, world.body("ec2-token", world.document(instance))),
+        403,
+        "instance_not_running",
+    )
     assert state in attempt.reason
 
 
@@ -160,7 +184,9 @@ def test_it_refuses_an_instance_aws_does_not_know(client, world, at_launch):
 
     make_token()
     ghost = Instance(ACCOUNT, "us-west-2", "i-0123456789abcdef0")
-    assert_refused(post_join(client, world.body("ec2-token", world.document(ghost))), 403, "instance_not_found")
+    assert_refused(
+        post_join(client, world.body("ec2-token", world.document(ghost))), 403, "instance_not_found"
+    )
 
 
 def test_it_refuses_a_document_older_than_the_default_ttl(client, world):
@@ -193,7 +219,9 @@ def test_it_refuses_a_document_older_than_a_custom_ttl(client, world):
 
 def test_it_joins_another_account_through_assume_role(client, world, at_launch):
     instance = world.launch(account_id=OTHER_ACCOUNT)
-    make_token(allow=[{"aws_account": OTHER_ACCOUNT, "aws_regions": ["us-west-2"], "aws_role": OTHER_ROLE}])
+    make_token(
+        allow=[{"aws_account": OTHER_ACCOUNT, "aws_regions": ["us-west-2"], "aws_role": OTHER_ROLE}]
+    )
     response = post_join(client, world.body("ec2-token", world.document(instance)))
     assert response.status_code == 200, response.content
     assert OTHER_ROLE in only_attempt().checks[-2]["detail"]
@@ -202,12 +230,18 @@ def test_it_joins_another_account_through_assume_role(client, world, at_launch):
 def test_it_does_not_find_another_accounts_instance_without_the_role(client, world, at_launch):
     instance = world.launch(account_id=OTHER_ACCOUNT)
     make_token(allow=[{"aws_account": OTHER_ACCOUNT, "aws_regions": ["us-west-2"]}])
-    assert_refused(post_join(client, world.body("ec2-token", world.document(instance))), 403, "instance_not_found")
+    assert_refused(
+        post_join(client, world.body("ec2-token", world.document(instance))),
+        403,
+        "instance_not_found",
+    )
 
 
 def test_it_refuses_an_unknown_token_and_tells_the_auditor_why(client, world, at_launch):
     instance = world.launch()
-    attempt = assert_refused(post_join(client, world.body("nope", world.document(instance))), 403, "token_invalid")
+    attempt = assert_refused(
+        post_join(client, world.body("nope", world.document(instance))), 403, "token_invalid"
+    )
     assert "no token named 'nope'" in attempt.reason
 
 
@@ -248,9 +282,17 @@ def test_it_refuses_a_document_from_a_region_without_a_certificate(client, world
 
     make_token(allow=[{"aws_account": ACCOUNT}])
     stranger = IIDSigner(regions=("xx-nowhere-1",))
-    document = stranger.sign(make_document(account_id=ACCOUNT, instance_id="i-0123456789abcdef0",
-                                           region="xx-nowhere-1", pending_time=LAUNCH))
-    assert_refused(post_join(client, world.body("ec2-token", document)), 403, "iid_region_unsupported")
+    document = stranger.sign(
+        make_document(
+            account_id=ACCOUNT,
+            instance_id="i-0123456789abcdef0",
+            region="xx-nowhere-1",
+            pending_time=LAUNCH,
+        )
+    )
+    assert_refused(
+        post_join(client, world.body("ec2-token", document)), 403, "iid_region_unsupported"
+    )
 
 
 def test_it_refuses_a_document_signed_by_someone_else(client, world, at_launch):
@@ -259,9 +301,17 @@ def test_it_refuses_a_document_signed_by_someone_else(client, world, at_launch):
     instance = world.launch()
     make_token()
     forger = IIDSigner(regions=("us-west-2",), authority="forger")
-    document = forger.sign(make_document(account_id=ACCOUNT, instance_id=instance.instance_id,
-                                         region="us-west-2", pending_time=LAUNCH))
-    assert_refused(post_join(client, world.body("ec2-token", document)), 403, "iid_signature_invalid")
+    document = forger.sign(
+        make_document(
+            account_id=ACCOUNT,
+            instance_id=instance.instance_id,
+            region="us-west-2",
+            pending_time=LAUNCH,
+        )
+    )
+    assert_refused(
+        post_join(client, world.body("ec2-token", document)), 403, "iid_signature_invalid"
+    )
 
 
 def test_it_refuses_the_dsa_form_of_the_document(client, world, at_launch, samples_dir):
@@ -292,7 +342,10 @@ def test_it_accepts_a_pending_time_within_the_minute_of_skew(client, world):
         (b"not json", "not JSON"),
         (b"[]", "JSON object"),
         (b'{"token": 5}', "token must be a string"),
-        (b'{"token": "t", "ec2_identity_document": "x", "public_tls_key": "garbage"}', "public_tls_key"),
+        (
+            b'{"token": "t", "ec2_identity_document": "x", "public_tls_key": "garbage"}',
+            "public_tls_key",
+        ),
     ],
 )
 def test_it_refuses_a_malformed_request_and_records_it(client, world, payload, fragment):
@@ -305,8 +358,9 @@ def test_it_refuses_a_weak_rsa_key(client, world, at_launch):
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
-    pem = weak.public_bytes(serialization.Encoding.PEM,
-                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    pem = weak.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
     instance = world.launch()
     make_token()
     body = world.body("ec2-token", world.document(instance), public_tls_key=pem)
@@ -334,6 +388,9 @@ def test_it_rate_limits_a_source_address(client, world, settings):
 def test_a_role_only_rule_admits_only_the_roles_account(client, world, at_launch):
     instance = world.launch()
     make_token(allow=[{"aws_role": OTHER_ROLE}])
-    attempt = assert_refused(post_join(client, world.body("ec2-token", world.document(instance))),
-                             403, "no_matching_rule")
+    attempt = assert_refused(
+        post_join(client, world.body("ec2-token", world.document(instance))),
+        403,
+        "no_matching_rule",
+    )
     assert OTHER_ACCOUNT not in attempt.message

@@ -14,6 +14,7 @@ differ from what JSON Schema can say:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -77,3 +78,64 @@ def test_every_api_operation_answers_without_5xx_and_as_its_schema_says(
     case: schemathesis.Case, api_key: str
 ):
     case.call_and_validate(headers={"Authorization": f"Bearer {api_key}"}, checks=CHECKS)
+
+
+# --- What the run found, pinned as plain tests --------------------------------------------------
+
+
+@pytest.fixture
+def admin_api(admin_user: Any) -> dict[str, str]:
+    return {"HTTP_AUTHORIZATION": f"Bearer {create_api_key(admin_user).secret}"}
+
+
+def test_forgetting_a_host_with_a_blank_reason_records_the_default_one(
+    client: Any, admin_api: dict[str, str]
+):
+    from audit.models import AdminAction
+
+    host = make_host()
+    response = client.delete(f"/api/v1/hosts/{host.host_id}?reason=%1F", **admin_api)
+    assert response.status_code == 204
+    row = AdminAction.objects.get(action="host.forget")
+    assert row.reason == "forgotten through the API without a stated reason"
+
+
+@pytest.mark.parametrize("reason", [["a list"], {"an": "object"}, "nul\x00byte"])
+def test_forgetting_a_host_with_a_malformed_reason_is_a_400(
+    client: Any, admin_api: dict[str, str], reason: Any
+):
+    host = make_host()
+    response = client.delete(
+        f"/api/v1/hosts/{host.host_id}",
+        data=json.dumps({"reason": reason}),
+        content_type="application/json",
+        **admin_api,
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
+def test_a_missing_join_attempt_answers_the_not_found_code(client: Any, admin_api: dict[str, str]):
+    response = client.get("/api/v1/join-attempts/999999", **admin_api)
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+def test_an_unknown_api_address_answers_json_not_the_console_page(
+    client: Any, admin_api: dict[str, str]
+):
+    response = client.get("/api/v1/join-attempts/not-a-number", **admin_api)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["error"] == "not_found"
+    console = client.get("/no-such-page/")
+    assert console.status_code == 404 and console["Content-Type"].startswith("text/html")
+
+
+def test_the_schema_names_the_api_key_scheme_and_unique_operation_ids(client: Any):
+    document = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    scheme = document["components"]["securitySchemes"]["apiKeyAuth"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    ids = [op["operationId"] for item in document["paths"].values() for op in item.values()]
+    assert len(ids) == len(set(ids))
+    assert "v1_tokens_list" in ids

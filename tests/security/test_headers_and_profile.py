@@ -209,3 +209,27 @@ def test_the_production_profile_settings_are_what_the_docs_say(tmp_path: Path):
         "debug": False,
         "frame": "DENY",
     }
+
+
+def test_every_new_variable_and_metric_is_documented():
+    example = (ROOT / ".env.example").read_text()
+    guide = (ROOT / "docs" / "production.md").read_text()
+    for variable in (
+        "JOINADMIN_HSTS_PRELOAD",
+        "JOINADMIN_LOGIN_MAX_FAILURES",
+        "JOINADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS",
+        "JOINADMIN_LOGIN_LOCKOUT_SECONDS",
+        "JOINADMIN_METRICS_ALLOW",
+        "PROMETHEUS_MULTIPROC_DIR",
+    ):
+        assert variable in example, variable
+        assert variable in guide, variable
+    for metric in (
+        "joinadmin_join_attempts_total",
+        "joinadmin_join_duration_seconds",
+        "joinadmin_aws_calls_total",
+        "joinadmin_aws_throttles_total",
+    ):
+        assert metric in guide, metric
+    for path in ("deploy/nginx/joinadmin.conf", "deploy/systemd/joinadmin.service"):
+        assert path in guide and (ROOT / path).is_file(), path

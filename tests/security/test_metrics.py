@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import os
 import runpy
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -349,3 +353,66 @@ def test_the_latency_histogram_has_buckets_up_to_the_aws_budget(client: Client):
     assert "# TYPE joinadmin_join_duration_seconds histogram" in body
     for bound in ("0.05", "0.25", "1.0", "10.0", "+Inf"):
         assert f'joinadmin_join_duration_seconds_bucket{{le="{bound}",outcome="allowed"}}' in body
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_real_gunicorn_with_two_workers_reports_every_join(tmp_path: Path):
+    """gunicorn.conf.py as deployed: each refused join is counted once in the scrape, whichever
+    worker served it, and the scrape is refused to a proxied visitor."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("JOINADMIN_", "PROMETHEUS_", "DATABASE_URL", "DJANGO_"))
+    }
+    port = free_port()
+    env.update(JOINADMIN_DATA_DIR=str(tmp_path), JOINADMIN_WORKERS="2", PORT=str(port))
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v0"], cwd=ROOT, env=env, check=True, timeout=120)
+    stale = tmp_path / "prometheus"
+    stale.mkdir()
+    (stale / "counter_1.db").write_bytes(b"from a previous run")
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    server = subprocess.Popen(
+        [str(gunicorn), "-c", "gunicorn.conf.py", "joinadmin.wsgi"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{base}/healthz", timeout=2).read()
+                break
+            except OSError:
+                time.sleep(0.2)
+        for _ in range(12):
+            request = urllib.request.Request(
+                f"{base}/api/v1/join", data=b"nope", headers={"Content-Type": "application/json"}
+            )
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            assert refused.value.code == 400
+        text = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+        proxied = urllib.request.Request(f"{base}/metrics", headers={"X-Forwarded-For": OUTSIDE})
+        with pytest.raises(urllib.error.HTTPError) as forbidden:
+            urllib.request.urlopen(proxied, timeout=10)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    assert attempts(samples, "denied", "invalid_request") == 12
+    assert durations(samples, "denied") == 12
+    assert forbidden.value.code == 403
+    assert not (stale / "counter_1.db").exists()

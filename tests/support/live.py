@@ -123,8 +123,15 @@ class Gunicorn:
         self.process: subprocess.Popen[bytes] | None = None
 
     def manage(self, *args: str, stdin: str | None = None) -> str:
-        result = subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], env=self.env,
-                                cwd=ROOT, input=stdin, capture_output=True, text=True, timeout=180)
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *args],
+            env=self.env,
+            cwd=ROOT,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert result.returncode == 0, result.stderr
         return result.stdout
 
@@ -132,8 +139,18 @@ class Gunicorn:
         self.manage("migrate", "--noinput", "-v", "0")
         log = open(Path(self.env["JOINADMIN_DATA_DIR"]) / "gunicorn.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "joinadmin.wsgi"],
-            env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                str(ROOT / "gunicorn.conf.py"),
+                "joinadmin.wsgi",
+            ],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -159,12 +176,14 @@ class Gunicorn:
     def get(self, path: str) -> tuple[int, bytes]:
         return self.request("GET", path)
 
-    def request(self, method: str, path: str, body: bytes | None = None,
-                timeout: float = 30) -> tuple[int, Any]:
-        request = urllib.request.Request(self.url + path, data=body, method=method,
-                                         headers={"Content-Type": "application/json"})
+    def request(
+        self, method: str, path: str, body: bytes | None = None, timeout: float = 30
+    ) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            self.url + path, data=body, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
@@ -192,9 +211,12 @@ def moto_http_server() -> Iterator[dict[str, str]]:
     url = f"http://{host}:{port}"
     try:
         yield {
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-west-2", "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_ENDPOINT_URL_EC2": url, "AWS_ENDPOINT_URL_STS": url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-west-2",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_ENDPOINT_URL_EC2": url,
+            "AWS_ENDPOINT_URL_STS": url,
             "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
         }
     finally:
@@ -205,8 +227,11 @@ def launch_instances(aws_env: dict[str, str], count: int, region: str = "us-west
     import boto3
 
     client = boto3.client(
-        "ec2", region_name=region, endpoint_url=aws_env["AWS_ENDPOINT_URL_EC2"],
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        "ec2",
+        region_name=region,
+        endpoint_url=aws_env["AWS_ENDPOINT_URL_EC2"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
     answer = client.run_instances(ImageId="ami-0abcdef1234567890", MinCount=count, MaxCount=count)
     return [item["InstanceId"] for item in answer["Instances"]]

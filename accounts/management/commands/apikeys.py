@@ -30,19 +30,31 @@ class Command(BaseCommand):
                 raise CommandError(f"no user named {options['user']!r}")
             with transaction.atomic():
                 new = create_api_key(user, options["name"])
-                record_action(actor=cli_actor(), action="apikey.create", object_type="apikey",
-                              object_id=new.key.prefix, after={"user": user.get_username(),
-                                                               "name": new.key.name}, via="cli")
+                record_action(
+                    actor=cli_actor(),
+                    action="apikey.create",
+                    object_type="apikey",
+                    object_id=new.key.prefix,
+                    after={"user": user.get_username(), "name": new.key.name},
+                    via="cli",
+                )
             self.stdout.write(new.secret)
-            self.stderr.write(f"Key {new.key.prefix} for {user.get_username()}: store it now, "
-                              "it is not shown again.")
+            self.stderr.write(
+                f"Key {new.key.prefix} for {user.get_username()}: store it now, "
+                "it is not shown again."
+            )
         elif action == "revoke":
             try:
                 with transaction.atomic():
                     key = revoke_api_key(options["prefix"])
-                    record_action(actor=cli_actor(), action="apikey.revoke", object_type="apikey",
-                                  object_id=key.prefix, before={"user": key.user.get_username()},
-                                  via="cli")
+                    record_action(
+                        actor=cli_actor(),
+                        action="apikey.revoke",
+                        object_type="apikey",
+                        object_id=key.prefix,
+                        before={"user": key.user.get_username()},
+                        via="cli",
+                    )
             except ApiKeyError as exc:
                 raise CommandError(exc.message) from None
             self.stdout.write(f"revoked {key.prefix}")

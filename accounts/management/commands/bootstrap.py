@@ -14,8 +14,10 @@ class Command(BaseCommand):
     def handle(self, *args, **options):  # type: ignore[no-untyped-def]
         result = ensure_admin(options["username"])
         if result.password:
-            self.stdout.write(self.style.WARNING(
-                f"\nCreated the administrator account.\n"
-                f"  username: {result.username}\n  password: {result.password}\n"
-                "This password is shown only now; change it after signing in.\n"
-            ))
+            self.stdout.write(
+                self.style.WARNING(
+                    f"\nCreated the administrator account.\n"
+                    f"  username: {result.username}\n  password: {result.password}\n"
+                    "This password is shown only now; change it after signing in.\n"
+                )
+            )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from django.core.management.base import BaseCommand, CommandError
 
 from joinadmin.cli import cli_actor, read_input
@@ -13,8 +12,11 @@ from tokens.services import TokenExistsError, TokenNotFoundError, delete_token, 
 
 
 def describe_errors(exc: ResourceError) -> str:
-    lines = [f"invalid token resource: {exc.message}" if getattr(exc, "message", "") else
-             "invalid token resource"]
+    lines = [
+        f"invalid token resource: {exc.message}"
+        if getattr(exc, "message", "")
+        else "invalid token resource"
+    ]
     for detail in exc.details:
         lines.append(f"  document {detail.document}, {detail.field}: {detail.message}")
     return "\n".join(lines)
@@ -62,14 +64,27 @@ class Command(BaseCommand):
             rows = [("NAME", "ROLES", "RULES", "TTL", "EXPIRES", "STATUS")]
             for token in tokens:
                 rules = "; ".join(
-                    "/".join(filter(None, [r.get("aws_account", ""), ",".join(r.get("aws_regions", []))]))
-                    or r.get("aws_role", "") for r in token.allow
+                    "/".join(
+                        filter(None, [r.get("aws_account", ""), ",".join(r.get("aws_regions", []))])
+                    )
+                    or r.get("aws_role", "")
+                    for r in token.allow
                 )
-                rows.append((token.name, ",".join(token.roles), rules, token.aws_iid_ttl,
-                             token.expires.isoformat() if token.expires else "never", token.status))
+                rows.append(
+                    (
+                        token.name,
+                        ",".join(token.roles),
+                        rules,
+                        token.aws_iid_ttl,
+                        token.expires.isoformat() if token.expires else "never",
+                        token.status,
+                    )
+                )
             widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
             for row in rows:
-                self.stdout.write("  ".join(col.ljust(w) for col, w in zip(row, widths, strict=True)).rstrip())
+                self.stdout.write(
+                    "  ".join(col.ljust(w) for col, w in zip(row, widths, strict=True)).rstrip()
+                )
             if len(rows) == 1:
                 self.stderr.write("no tokens yet: create one with `manage.py tokens create FILE`")
 
@@ -86,5 +101,3 @@ class Command(BaseCommand):
         except TokenNotFoundError as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(f'token "{options["name"]}" has been deleted')
-
-

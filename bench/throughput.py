@@ -1,0 +1,280 @@
+"""Throughput: joins per second with AWS answering at once, against a no-op DRF endpoint.
+
+Run: `.venv/bin/python bench/throughput.py [--seconds 5] [--rounds 2] [--connections 256]`
+Profile: `.venv/bin/python bench/throughput.py --profile 300` (no server: the joins run one after
+another in this process under cProfile, against the same stand-in, to show what a join spends
+its time on; the figures of a profiled run are slower than real ones).
+
+Method: one server in the production setup (`gunicorn -c gunicorn.conf.py joinadmin.wsgi`, its
+default workers and threads, coalescing on, SQLite in a fresh data dir) with
+`JOINADMIN_BENCH_NOOP=true`, so that it also serves `POST /api/v1/noop` (DRF, parses the body,
+answers `{"ok": true}`; no authentication, no database). AWS is `bench/ec2_standin.py` without
+throttling and without delay. Every join is a distinct instance, its document signed before
+the clock starts; the no-op gets the same bodies. Peak rate: `--connections` keep-alive clients,
+each posting its next request as soon as the last is answered, for `--seconds`; no-op and join
+rounds alternate `--rounds` times and the best round of each counts (it removes most noise of
+other processes on the machine). Latency: joins sent at a fixed rate of half the peak join rate
+for twice `--seconds`, timed from when each was due (a queue cannot hide), p50 and p99.
+
+Target: the join reaches at least 40% of the no-op rate. The run exits 1 when it does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (
+    Documents,
+    Reply,
+    closed_loop,
+    cpu_seconds,
+    instance_ids,
+    machine,
+    open_loop,
+    percentile,
+    running,
+    summarise,
+)
+
+TARGET_RATIO = 0.40
+# What the profile reports the cumulative time of: the join's stages and the parts of `_register`.
+PROFILED = (
+    ("joins/api.py", "post", "the join view (everything below)"),
+    ("joins/services.py", "perform_join", "perform_join"),
+    ("joins/services.py", "_check_request", "  parse the request and its keys"),
+    ("joins/services.py", "_check_token", "  token: query and resource"),
+    ("joins/services.py", "_check_document", "  verify the identity document"),
+    ("joins/services.py", "_check_not_joined", "  host already joined? (query)"),
+    ("joins/services.py", "_check_instance", "  instance check (coalesced lookup)"),
+    ("joins/services.py", "_register", "  register: host, certificates, attempt"),
+    ("joins/authority.py", "get_host_ca", "    CA lookups (query each time)"),
+    ("joins/ca.py", "issue_host_credentials", "    issue X.509 and SSH certificates"),
+    ("django/db/models/base.py", "save", "    ORM saves (host, attempt, host update)"),
+    ("django/db/backends/base/base.py", "commit", "    commits"),
+)
+
+
+def profile(count: int) -> int:
+    """Run `count` joins and no-ops in this process under cProfile and print where a join's time
+    goes (see the module doc)."""
+    import cProfile
+    import io
+    import pstats
+    import tempfile
+
+    from bench.common import TOKEN_YAML, StandIn
+
+    documents = Documents()
+    ids = instance_ids(count + 1)
+    bodies = documents.bodies(ids)
+    aws = StandIn(burst=0, rate=0, latency_ms=0)
+    data_dir = Path(tempfile.mkdtemp(prefix="joinadmin-profile-"))
+    documents.write_certs(data_dir / "iid-certs")
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "joinadmin.settings",
+            "JOINADMIN_DATA_DIR": str(data_dir),
+            "JOINADMIN_IID_CERTS_DIR": str(data_dir / "iid-certs"),
+            "JOINADMIN_JOIN_RATE_LIMIT": "off",
+            "JOINADMIN_BENCH_NOOP": "true",
+            "JOINADMIN_LOG_LEVEL": "WARNING",
+            # One join at a time: no one to wait for, so no window and no pacing.
+            "JOINADMIN_AWS_COALESCE_WINDOW_MS": "0",
+            "JOINADMIN_AWS_COALESCE_INTERVAL_MS": "0",
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-west-2",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_ENDPOINT_URL_EC2": aws.url,
+        }
+    )
+    os.environ.pop("DATABASE_URL", None)
+    try:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+        from django.test import Client
+
+        call_command("migrate", verbosity=0)
+        sys.stdin = io.StringIO(TOKEN_YAML)
+        call_command("tokens", "create", "-", stdout=io.StringIO())
+        aws.add_running(ids)
+        client = Client(HTTP_HOST="127.0.0.1")
+
+        def post(path: str, body: bytes) -> None:
+            response = client.post(path, data=body, content_type="application/json")
+            if response.status_code != 200:
+                raise RuntimeError(f"{path} answered {response.status_code}: {response.content!r}")
+
+        post("/api/v1/join", bodies[-1])  # creates the CA, loads boto3
+        profiler = cProfile.Profile()
+        started = time.perf_counter()
+        profiler.enable()
+        for body in bodies[:count]:
+            post("/api/v1/join", body)
+        profiler.disable()
+        join_ms = (time.perf_counter() - started) / count * 1000
+        started = time.perf_counter()
+        for body in bodies[:count]:
+            post("/api/v1/noop", body)
+        noop_ms = (time.perf_counter() - started) / count * 1000
+    finally:
+        aws.stop()
+        import shutil
+
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    stats = pstats.Stats(profiler)
+    cumulative: dict[str, float] = {}
+    for (filename, _line, function), row in stats.stats.items():  # type: ignore[attr-defined]
+        for suffix, name, label in PROFILED:
+            if filename.endswith(suffix) and function == name:
+                cumulative[label] = cumulative.get(label, 0.0) + row[3]
+    print(f"Machine: {machine()}; load average (1 min) {os.getloadavg()[0]:.2f}")
+    print(
+        f"{count} joins one after another under cProfile: {join_ms:.2f} ms each; the no-op "
+        f"without profiling: {noop_ms:.2f} ms each. Cumulative time per join:"
+    )
+    print("| part | ms per join |")
+    print("|---|---|")
+    for _suffix, _name, label in PROFILED:
+        print(
+            f"| {label.strip() if not label.startswith(' ') else label} | "
+            f"{cumulative.get(label, 0.0) / count * 1000:.2f} |"
+        )
+    print()
+    print("Top functions by own time:")
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(15)
+    print(os.linesep.join(out.getvalue().splitlines()[6:]))
+    return 0
+
+
+def line(name: str, replies: list[Reply], elapsed: float, cpu: float) -> str:
+    latencies = [reply.seconds * 1000 for reply in replies]
+    ok = sum(1 for reply in replies if reply.status == 200)
+    return (
+        f"| {name} | {len(replies)} | {ok} | {elapsed:.2f} s | {ok / elapsed:.1f}/s | "
+        f"{percentile(latencies, 0.5):.1f} ms | {percentile(latencies, 0.99):.1f} ms | "
+        f"{cpu:.2f} s |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of a peak round")
+    parser.add_argument("--rounds", type=int, default=2, help="peak rounds per endpoint")
+    parser.add_argument("--connections", type=int, default=256, help="clients in peak rounds")
+    parser.add_argument("--profile", type=int, default=0, help="profile this many joins instead")
+    parser.add_argument("--documents", type=int, default=6000, help="signed join bodies")
+    parser.add_argument(
+        "--database-url",
+        default="",
+        help="a PostgreSQL server (postgres://user@host:port/) to run on a fresh database of; "
+        "default: SQLite in the server's data dir",
+    )
+    args = parser.parse_args(argv)
+    if args.profile:
+        return profile(args.profile)
+
+    print(__doc__.split("\n\n", 2)[2].split("\n\nTarget")[0].replace("\n", " "))
+    print(f"Machine: {machine()}")
+    documents = Documents()
+    signing = time.perf_counter()
+    ids = instance_ids(args.documents)
+    bodies = documents.bodies(ids)
+    print(f"Signed {len(bodies)} documents in {time.perf_counter() - signing:.1f} s.\n")
+
+    standin = {"burst": 0, "rate": 0, "latency_ms": 0}
+    env = {"JOINADMIN_BENCH_NOOP": "true", "JOINADMIN_AWS_COALESCE": "true"}
+    rows: list[str] = []
+    noop_rates: list[float] = []
+    join_rates: list[float] = []
+    outcomes: dict[str, int] = {}
+    with running(documents=documents, standin=standin, env=env, database_url=args.database_url) as (
+        server,
+        aws,
+    ):
+        aws.add_running(ids)
+        port = server.port
+        warm, _ = asyncio.run(
+            closed_loop(port, "/api/v1/join", bodies[:20], connections=4, seconds=30)
+        )
+        asyncio.run(closed_loop(port, "/api/v1/noop", bodies[:200], connections=8, seconds=30))
+        if any(reply.status != 200 for reply in warm):
+            raise RuntimeError(f"warm-up joins failed: {summarise(warm)}")
+        next_body = 20
+        for round_number in range(1, args.rounds + 1):
+            cpu = cpu_seconds()
+            replies, elapsed = asyncio.run(
+                closed_loop(
+                    port,
+                    "/api/v1/noop",
+                    itertools.cycle(bodies),
+                    connections=args.connections,
+                    seconds=args.seconds,
+                )
+            )
+            rows.append(line(f"no-op, round {round_number}", replies, elapsed, cpu_seconds() - cpu))
+            noop_rates.append(sum(r.status == 200 for r in replies) / elapsed)
+            cpu = cpu_seconds()
+            replies, elapsed = asyncio.run(
+                closed_loop(
+                    port,
+                    "/api/v1/join",
+                    bodies[next_body:],
+                    connections=args.connections,
+                    seconds=args.seconds,
+                )
+            )
+            next_body += len(replies)
+            rows.append(line(f"join, round {round_number}", replies, elapsed, cpu_seconds() - cpu))
+            join_rates.append(sum(r.status == 200 for r in replies) / elapsed)
+            for key, value in summarise(replies).items():
+                outcomes[key] = outcomes.get(key, 0) + value
+        half = max(join_rates) / 2
+        cpu = cpu_seconds()
+        replies, elapsed = asyncio.run(
+            open_loop(port, "/api/v1/join", bodies[next_body:], rate=half, seconds=2 * args.seconds)
+        )
+        rows.append(
+            line(f"join at {half:.0f}/s (half the peak)", replies, elapsed, cpu_seconds() - cpu)
+        )
+        for key, value in summarise(replies).items():
+            outcomes[key] = outcomes.get(key, 0) + value
+        stats = aws.stats()
+        shape = server.describe()
+
+    print(
+        f"Server: {shape}; {args.connections} client connections in peak rounds; load "
+        f"average (1 min) at the end {os.getloadavg()[0]:.2f}."
+    )
+    print("| round | requests | answered 200 | elapsed | rate | p50 | p99 | client CPU |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(row)
+    ratio = max(join_rates) / max(noop_rates)
+    print(
+        f"\nBest no-op {max(noop_rates):.1f}/s, best join {max(join_rates):.1f}/s: the join "
+        f"reaches {ratio:.0%} of the no-op rate (target {TARGET_RATIO:.0%})."
+    )
+    print(
+        f"Join outcomes: {outcomes}. DescribeInstances calls: {stats['describe_calls']} for "
+        f"{stats['ids_asked']} ids (most in one call: {stats['max_ids_per_call']})."
+    )
+    met = ratio >= TARGET_RATIO and set(outcomes) == {"ok"}
+    print("Target: " + ("MET" if met else "MISSED"))
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
