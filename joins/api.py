@@ -18,21 +18,17 @@ from accounts.permissions import ReadForAuditorsWriteForAdmins
 from joinadmin.api import ApiErrorSerializer, error_response
 from joins.authority import public_ca_material
 from joins.filters import JoinAttemptFilter
+from joins.host_services import HostNotFoundError, forget_host
 from joins.models import Host, JoinAttempt
 from joins.net import client_address
+from joins.rejoin_service import CHALLENGE_MAX_BODY_BYTES, issue_rejoin_challenge
 from joins.serializers import (
     ForgetHostSerializer,
     HostSerializer,
     JoinAttemptDetailSerializer,
     JoinAttemptSerializer,
 )
-from joins.services import (
-    CHALLENGE_MAX_BODY_BYTES,
-    HostNotFoundError,
-    forget_host,
-    issue_rejoin_challenge,
-    perform_join,
-)
+from joins.services import perform_join
 
 
 @method_decorator(csrf_exempt, name="dispatch")

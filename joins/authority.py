@@ -64,6 +64,24 @@ def _create_active_ca() -> CertificateAuthority:
         return CertificateAuthority.objects.get(active=True)
 
 
+def signing_material() -> tuple[HostCA, dict[str, list[str]]]:
+    """The active CA and the public material of every CA, in one query when the active CA is
+    already loaded in this process (the join's hot path)."""
+    rows = list(
+        CertificateAuthority.objects.order_by("-id").values(
+            "id", "active", "tls_cert_pem", "ssh_public_key"
+        )
+    )
+    active = next((row for row in rows if row["active"]), None)
+    cached = _cached
+    if active is None or cached is None or cached[0] != active["id"]:
+        return get_host_ca(), public_ca_material()
+    return cached[1], {
+        "tls_ca_certs": [row["tls_cert_pem"] for row in rows],
+        "ssh_ca_keys": [row["ssh_public_key"].strip() for row in rows],
+    }
+
+
 def public_ca_material() -> dict[str, list[str]]:
     """The public halves of every CA that signed host credentials, newest first."""
     get_host_ca()

@@ -21,10 +21,6 @@ Unknown non-critical extensions are ignored by relying parties that do not know 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import ipaddress
-import os
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -33,15 +29,69 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+from joins.ca_errors import CAError, CAKeyError, CAUnusableError
+from joins.keys import (
+    ALLOWED_CURVES,
+    MAX_KEY_TEXT,
+    MAX_NAMES,
+    MAX_RSA_BITS,
+    MIN_RSA_BITS,
+    MIN_RSA_EXPONENT,
+    SSH_KEY_TYPES,
+    KeyRejected,
+    PublicKey,
+    _check_public_key,
+    _hostname,
+    _name_list,
+    _principal,
+    check_host_names,
+    load_public_ssh_key,
+    load_public_tls_key,
+)
+from joins.keywrap import MIN_SECRET_CHARS, PrivateKey, decrypt_private_key, encrypt_private_key
+
+# Public key checks (`joins.keys`), key sealing (`joins.keywrap`) and the CA errors
+# (`joins.ca_errors`) live in their own modules; callers keep importing every name from here.
+__all__ = [
+    "ALLOWED_CURVES",
+    "CLOCK_SKEW",
+    "DEFAULT_CA_VALIDITY",
+    "HOST_ROLES_OID",
+    "MAX_CLUSTER_NAME",
+    "MAX_KEY_TEXT",
+    "MAX_NAMES",
+    "MAX_ROLES",
+    "MAX_RSA_BITS",
+    "MIN_RSA_BITS",
+    "MIN_RSA_EXPONENT",
+    "MIN_SECRET_CHARS",
+    "RECORD_FIELDS",
+    "SSH_KEY_PURPOSE",
+    "SSH_KEY_TYPES",
+    "TLS_KEY_PURPOSE",
+    "CAError",
+    "CAKeyError",
+    "CAUnusableError",
+    "HostCA",
+    "IssuedCredentials",
+    "KeyRejected",
+    "PrivateKey",
+    "PublicKey",
+    "ca_from_record",
+    "ca_to_record",
+    "check_host_names",
+    "decrypt_private_key",
+    "encrypt_private_key",
+    "generate_host_ca",
+    "issue_host_credentials",
+    "load_public_ssh_key",
+    "load_public_tls_key",
+    "read_host_roles",
+]
 
 HOST_ROLES_OID = x509.ObjectIdentifier("2.25.214446185248403324578926939667762216225.1.1")
 
@@ -50,315 +100,15 @@ DEFAULT_CA_VALIDITY = timedelta(days=3652)
 # whose clock runs behind ours.
 CLOCK_SKEW = timedelta(minutes=1)
 
-# Key strength bounds. The upper RSA bound keeps a request from making us handle huge numbers.
-MIN_RSA_BITS = 2048
-MAX_RSA_BITS = 8192
-MIN_RSA_EXPONENT = 65537
-ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1)
-SSH_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ssh-rsa")
-
-MAX_KEY_TEXT = 16 * 1024
-MAX_NAMES = 64  # per list; keeps certificates small and under OpenSSH's principal limit
 MAX_ROLES = 32
 MAX_CLUSTER_NAME = 56  # "<name> Host CA" must fit the 64-character common name
 
 # Purposes (HKDF info and AAD) of the two CA private keys when stored.
 TLS_KEY_PURPOSE = "joinadmin host CA / tls"
 SSH_KEY_PURPOSE = "joinadmin host CA / ssh"
-MIN_SECRET_CHARS = 32
-_BLOB_VERSION = "v1"
-_HKDF_SALT = b"joinadmin ca private key wrap v1"
-_NONCE_BYTES = 12
-_MAX_BLOB = 64 * 1024
 
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _ROLE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _CLUSTER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_PEM_BODY = re.compile(r"-----BEGIN PUBLIC KEY-----([A-Za-z0-9+/=\s]*)-----END PUBLIC KEY-----")
-_PEM_LABEL = re.compile(r"-----BEGIN ([^-\r\n]{1,64})-----")
-
-
-class KeyRejected(Exception):
-    """A public key or a name from the request that we refuse to certify.
-
-    `field` is the request field at fault; `message` says why and how to fix it, in words an
-    operator can act on.
-    """
-
-    code = "invalid_request"
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
-
-class CAError(Exception):
-    """The CA itself cannot be used; a server-side problem, never the requester's fault."""
-
-    code = "ca_error"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class CAKeyError(CAError):
-    """Stored CA material does not decrypt, does not parse or does not belong together."""
-
-    code = "ca_key_invalid"
-
-
-class CAUnusableError(CAError):
-    """The CA cannot sign now: expired, not yet valid, or for another cluster."""
-
-    code = "ca_unusable"
-
-
-# --- agents' public keys -------------------------------------------------------------------
-
-
-def _check_public_key(key: object, field: str) -> PublicKey:
-    """Accept only key types and sizes we are willing to vouch for."""
-    if isinstance(key, rsa.RSAPublicKey):
-        bits, exponent = key.key_size, key.public_numbers().e
-        if bits < MIN_RSA_BITS:
-            raise KeyRejected(
-                field,
-                f"{field}: the RSA key has {bits} bits, below the minimum of {MIN_RSA_BITS}; "
-                "generate a new key (Ed25519 or ECDSA P-256 preferred, RSA at least 2048 bits).",
-            )
-        if bits > MAX_RSA_BITS:
-            raise KeyRejected(
-                field,
-                f"{field}: the RSA key has {bits} bits, above the maximum of {MAX_RSA_BITS}; "
-                "use a key of 2048 to 4096 bits, or Ed25519 or ECDSA P-256.",
-            )
-        if exponent < MIN_RSA_EXPONENT or exponent % 2 == 0:
-            raise KeyRejected(
-                field,
-                f"{field}: the RSA public exponent {exponent} is weak; generate a new key with "
-                "the standard exponent 65537.",
-            )
-        return key
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        if not isinstance(key.curve, ALLOWED_CURVES):
-            raise KeyRejected(
-                field,
-                f"{field}: the elliptic curve {key.curve.name} is not accepted; use P-256 or "
-                "P-384 (or Ed25519).",
-            )
-        return key
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return key
-    name = type(key).__name__
-    what = f"{name.removesuffix('PublicKey')} keys" if name.endswith("PublicKey") else "this value"
-    raise KeyRejected(
-        field,
-        f"{field}: {what} cannot be certified; use Ed25519, ECDSA P-256/P-384 or RSA of at "
-        "least 2048 bits.",
-    )
-
-
-def _require_text(value: object, field: str, what: str) -> str:
-    if not isinstance(value, str):
-        raise KeyRejected(field, f"{field}: expected {what} as a string.")
-    if len(value) > MAX_KEY_TEXT:
-        raise KeyRejected(
-            field, f"{field}: {len(value)} characters is far too long for {what}; send one key."
-        )
-    return value
-
-
-def load_public_tls_key(pem: str) -> PublicKey:
-    """Parse the agent's TLS public key: exactly one PEM `PUBLIC KEY` (SubjectPublicKeyInfo).
-
-    Private keys and certificates are named as such in the error, because sending the private
-    key by mistake is the likeliest slip and the operator must learn it leaked. Raises
-    KeyRejected(field="public_tls_key").
-    """
-    field_name = "public_tls_key"
-    text = _require_text(pem, field_name, "a PEM public key").strip()
-    labels = _PEM_LABEL.findall(text)
-    if not labels:
-        raise KeyRejected(
-            field_name,
-            f"{field_name}: not a PEM block; send the key as '-----BEGIN PUBLIC KEY-----' "
-            "(for example from 'openssl pkey -pubout').",
-        )
-    if len(labels) > 1:
-        raise KeyRejected(
-            field_name, f"{field_name}: {len(labels)} PEM blocks found; send exactly one key."
-        )
-    label = labels[0]
-    if "PRIVATE KEY" in label:
-        raise KeyRejected(
-            field_name,
-            f"{field_name}: this is a private key, which must never leave the host; send only "
-            "its public half ('openssl pkey -pubout') and consider this private key exposed.",
-        )
-    if "CERTIFICATE" in label:
-        raise KeyRejected(
-            field_name,
-            f"{field_name}: this is a certificate; send the bare public key "
-            "('openssl x509 -pubkey -noout').",
-        )
-    if label == "RSA PUBLIC KEY":
-        raise KeyRejected(
-            field_name,
-            f"{field_name}: PKCS#1 'RSA PUBLIC KEY' is not accepted; convert it to "
-            "SubjectPublicKeyInfo with 'openssl rsa -RSAPublicKey_in -pubout'.",
-        )
-    match = _PEM_BODY.fullmatch(text)
-    if match is None:
-        raise KeyRejected(
-            field_name,
-            f"{field_name}: expected one '-----BEGIN PUBLIC KEY-----' block and nothing else "
-            f"(found '{label}' or extra text); send the output of 'openssl pkey -pubout'.",
-        )
-    try:
-        der = base64.b64decode("".join(match.group(1).split()), validate=True)
-        key = serialization.load_der_public_key(der)
-    except (ValueError, UnsupportedAlgorithm):
-        raise KeyRejected(
-            field_name,
-            f"{field_name}: the PEM body is not a valid public key; regenerate it with "
-            "'openssl pkey -pubout'.",
-        ) from None
-    return _check_public_key(key, field_name)
-
-
-def load_public_ssh_key(text: str) -> PublicKey:
-    """Parse the agent's SSH public key: one OpenSSH line, `<type> <base64> [comment]`.
-
-    The type is checked by name before parsing because the parser would silently take the key
-    out of a certificate. Raises KeyRejected(field="public_ssh_key").
-    """
-    field_name = "public_ssh_key"
-    line = _require_text(text, field_name, "an OpenSSH public key").strip()
-    if "\n" in line or "\r" in line:
-        raise KeyRejected(
-            field_name, f"{field_name}: several lines found; send one OpenSSH public key line."
-        )
-    parts = line.split(None, 2)
-    if len(parts) < 2:
-        raise KeyRejected(
-            field_name,
-            f"{field_name}: expected '<type> <base64> [comment]' as in a .pub file, "
-            "e.g. 'ssh-ed25519 AAAA... host'.",
-        )
-    key_type, body = parts[0], parts[1]
-    if key_type.endswith("-cert-v01@openssh.com"):
-        raise KeyRejected(
-            field_name,
-            f"{field_name}: this is an SSH certificate; send the plain public key (the .pub "
-            "file), which we certify.",
-        )
-    if key_type == "ssh-dss":
-        raise KeyRejected(
-            field_name, f"{field_name}: DSA keys are not accepted; use ssh-ed25519 or ECDSA."
-        )
-    if key_type not in SSH_KEY_TYPES:
-        raise KeyRejected(
-            field_name,
-            f"{field_name}: key type {key_type[:40]!r} is not accepted; use one of "
-            f"{', '.join(SSH_KEY_TYPES)}.",
-        )
-    try:
-        key = serialization.load_ssh_public_key(f"{key_type} {body}".encode("ascii"))
-    except (ValueError, UnsupportedAlgorithm, UnicodeEncodeError):
-        raise KeyRejected(
-            field_name,
-            f"{field_name}: the key does not parse as {key_type}; send the .pub file's line "
-            "unchanged.",
-        ) from None
-    return _check_public_key(key, field_name)
-
-
-# --- names ---------------------------------------------------------------------------------
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _hostname(value: object, field: str) -> str:
-    """A DNS host name (RFC 1123) in lower case, without a trailing dot; wildcards refused."""
-    if not isinstance(value, str):
-        raise KeyRejected(field, f"{field}: expected host names as strings.")
-    shown = value[:80]
-    if not value:
-        raise KeyRejected(field, f"{field}: an empty name is not a host name.")
-    if "*" in value:
-        raise KeyRejected(
-            field, f"{field}: {shown!r} is a wildcard; certificates name exact hosts only."
-        )
-    if not value.isascii():
-        raise KeyRejected(
-            field,
-            f"{field}: {shown!r} has non-ASCII characters; give internationalised names in "
-            "their 'xn--' form.",
-        )
-    # A trailing dot marks the same name as absolute; certificates carry it without.
-    name = value.lower().removesuffix(".")
-    if len(name) > 253:
-        raise KeyRejected(field, f"{field}: {shown!r}... is longer than 253 characters.")
-    labels = name.split(".")
-    if _is_ip(name) or labels[-1].isdigit():
-        raise KeyRejected(
-            field,
-            f"{field}: {shown!r} is (or looks like) an IP address; give IP addresses in "
-            "additional_principals.",
-        )
-    for label in labels:
-        if not _LABEL.fullmatch(label):
-            raise KeyRejected(
-                field,
-                f"{field}: {shown!r} is not a valid host name; each dot-separated part must be "
-                "1-63 letters, digits or hyphens, not starting or ending with a hyphen.",
-            )
-    return name
-
-
-def _principal(value: object, field: str) -> str | ipaddress.IPv4Address | ipaddress.IPv6Address:
-    """An IP address when the value parses as one, else a host name."""
-    if isinstance(value, str):
-        try:
-            address = ipaddress.ip_address(value)
-        except ValueError:
-            pass
-        else:
-            if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
-                raise KeyRejected(
-                    field, f"{field}: {value!r} has a zone index; give the address without it."
-                )
-            return address
-    return _hostname(value, field)
-
-
-def _name_list(values: Sequence[str], field: str) -> list[str]:
-    if isinstance(values, str | bytes) or not isinstance(values, Sequence):
-        raise KeyRejected(field, f"{field}: expected a list of names.")
-    if len(values) > MAX_NAMES:
-        raise KeyRejected(field, f"{field}: {len(values)} names; at most {MAX_NAMES} allowed.")
-    return list(values)
-
-
-def check_host_names(
-    *, node_name: str, dns_names: Sequence[str], additional_principals: Sequence[str]
-) -> None:
-    """Refuse the names a join asks for before any other check runs, with the same rules the
-    issuance applies, so that a bad name is an `invalid_request` and never a late failure."""
-    if node_name:
-        _hostname(node_name, "node_name")
-    for name in _name_list(dns_names, "dns_names"):
-        _hostname(name, "dns_names")
-    for name in _name_list(additional_principals, "additional_principals"):
-        _principal(name, "additional_principals")
 
 
 def _roles(roles: Sequence[str]) -> list[str]:
@@ -715,81 +465,6 @@ def issue_host_credentials(
         not_before=not_before,
         not_after=not_after,
     )
-
-
-# --- CA keys at rest -----------------------------------------------------------------------
-
-
-def _aead(secret: str, purpose: str) -> AESGCM:
-    if not isinstance(secret, str) or len(secret) < MIN_SECRET_CHARS:
-        raise CAKeyError(
-            f"the key-encryption secret must be a string of at least {MIN_SECRET_CHARS} characters"
-        )
-    if not isinstance(purpose, str) or not purpose:
-        raise CAKeyError("a non-empty purpose is required")
-    key = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=_HKDF_SALT, info=purpose.encode("utf-8")
-    ).derive(secret.encode("utf-8"))
-    return AESGCM(key)
-
-
-def encrypt_private_key(key: PrivateKey, secret: str, purpose: str) -> str:
-    """Seal a CA private key for storage as "v1:<b64 nonce>:<b64 ciphertext>".
-
-    The purpose both derives the key and authenticates the blob, so a blob stored for one CA
-    key cannot be passed off as another. Raises CAKeyError for a short secret or odd key.
-    """
-    if not isinstance(
-        key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-    ):
-        raise CAKeyError("only RSA, ECDSA and Ed25519 private keys can be sealed")
-    aead = _aead(secret, purpose)
-    der = key.private_bytes(
-        serialization.Encoding.DER,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    nonce = os.urandom(_NONCE_BYTES)
-    sealed = aead.encrypt(nonce, der, purpose.encode("utf-8"))
-    return ":".join(
-        (_BLOB_VERSION, base64.b64encode(nonce).decode(), base64.b64encode(sealed).decode())
-    )
-
-
-def decrypt_private_key(blob: str, secret: str, purpose: str) -> PrivateKey:
-    """Open a blob from encrypt_private_key.
-
-    Raises CAKeyError for a wrong secret or purpose, any changed byte, or an unknown format;
-    never returns a key that was not sealed with exactly these inputs.
-    """
-    if not isinstance(blob, str) or len(blob) > _MAX_BLOB:
-        raise CAKeyError("the sealed key is not a string of sensible length")
-    parts = blob.strip().split(":")
-    if len(parts) != 3 or parts[0] != _BLOB_VERSION:
-        raise CAKeyError("the sealed key is not in the 'v1:<nonce>:<ciphertext>' format")
-    aead = _aead(secret, purpose)
-    try:
-        nonce = base64.b64decode(parts[1], validate=True)
-        sealed = base64.b64decode(parts[2], validate=True)
-    except binascii.Error:
-        raise CAKeyError("the sealed key is not valid base64") from None
-    if len(nonce) != _NONCE_BYTES:
-        raise CAKeyError("the sealed key has a nonce of the wrong size")
-    try:
-        der = aead.decrypt(nonce, sealed, purpose.encode("utf-8"))
-    except InvalidTag:
-        raise CAKeyError(
-            "the sealed key does not open: wrong secret, wrong purpose, or the data was changed"
-        ) from None
-    try:
-        key = serialization.load_der_private_key(der, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        raise CAKeyError("the sealed data is not a PKCS#8 private key") from None
-    if not isinstance(
-        key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-    ):
-        raise CAKeyError("the sealed private key is of an unsupported type")
-    return key
 
 
 RECORD_FIELDS = (

@@ -10,13 +10,15 @@ are healthy. One call may ask about many instance ids, so the joins of a burst s
   holds `max_batch` ids, otherwise once `window` has passed without another lookup joining it
   and the process may send a partial call for that region and role: each process keeps a token
   bucket per region and role of `burst` calls, refilled one per `interval`. A lone join (a token
-  is there) waits only `window`; under load, partial calls leave at most once per `interval`, so
-  the batches of a burst fill instead of spending AWS's request tokens, and a fleet's steady call
-  rate stays at most one per `interval` per process (with the default 2 s, ten worker processes
-  use half of the 10 calls a second AWS refills for an account and region). A window alone
-  would not do that: joins reach the lookup at the pace the server's CPU and database get
-  through their other checks, a hundred or so a second here, so a 50 ms window catches a few
-  ids (bench/RESULTS.md);
+  is there) waits only `window`. Under load, while lookups keep arriving, partial calls leave at
+  most once per `interval`, so the batches of a burst fill instead of spending AWS's request
+  tokens (with the default 2 s, ten busy worker processes use half of the 10 calls a second AWS
+  refills for an account and region). A window alone would not do that: joins reach the lookup
+  at the pace the server's CPU and database get through their other checks, a hundred or so a
+  second here, so a 50 ms window catches a few ids (bench/RESULTS.md). A batch waiting for a
+  token still goes once no lookup has joined it for `stall`: then all the process's threads
+  that could join it are likely in it already, and holding it longer would only hold them (with
+  few threads, pacing alone would cap a process at threads / `interval` joins a second);
 * a small pool of call threads sends each batch as one call and hands every waiter its answer,
   so that no join thread is held past its own deadline by someone else's call;
 * a lookup of an id that is already in an open or running batch shares that batch's answer;
@@ -174,8 +176,9 @@ class _Batch:
 class CoalescingLookup:
     """Process-wide instance lookups that share DescribeInstances calls (see the module doc).
 
-    Thread-safe. `window` and `interval` are in seconds; `max_calls_in_flight` bounds the call
-    threads, so that a slow AWS holds a handful of threads rather than every join thread.
+    Thread-safe. `window`, `interval` and `stall` are in seconds; `max_calls_in_flight` bounds
+    the call threads, so that a slow AWS holds a handful of threads rather than every join
+    thread.
     """
 
     def __init__(
@@ -185,6 +188,7 @@ class CoalescingLookup:
         window: float = 0.05,
         interval: float = 2.0,
         burst: int = 2,
+        stall: float = 0.25,
         max_batch: int = MAX_BATCH,
         max_calls_in_flight: int = 8,
         cache: StateCache | None = None,
@@ -196,6 +200,7 @@ class CoalescingLookup:
         self._window = max(0.0, window)
         self._interval = max(0.0, interval)
         self._burst = max(1, burst)
+        self._stall = max(self._window, stall)
         self._max_batch = max_batch
         self._states = _RecentStates(cache, cache_seconds)
         self._lock = threading.Lock()
@@ -296,12 +301,15 @@ class CoalescingLookup:
         return min(float(self._burst), tokens + (now - counted) / self._interval)
 
     def _due(self, batch: _Batch, now: float) -> float:
-        """When `batch` goes unless it fills first: `window` after its latest lookup, or later
-        if its key has no partial-call token by then (see the module doc)."""
+        """When `batch` goes unless it fills first, `now` being its latest lookup: `window`
+        later, or, without a partial-call token by then, when a token is back but at the
+        latest `stall` later (see the module doc)."""
         key = (batch.region, batch.role_arn)
         idle = now + self._window
         missing = 1.0 - self._tokens_now(key, now)
-        return idle if missing <= 0 else max(idle, now + missing * self._interval)
+        if missing <= 0:
+            return idle
+        return min(max(idle, now + missing * self._interval), now + self._stall)
 
     def _submit(self, batch: _Batch) -> None:
         """Hand a closed batch to a call thread (with the lock held); it spends a token (a full

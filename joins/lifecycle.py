@@ -37,7 +37,7 @@ from audit.services import record_action
 from joins.aws import AwsError, InstanceInfo, InstancesNotFound, caller_account
 from joins.models import Host, JoinAttempt
 from joins.revocation import current_crl, revoke_host
-from joins.services import rule_account
+from joins.rules import rule_account
 from joins.trust import ec2_lookup
 from tokens.models import Token
 from tokens.resource import AllowRule, TokenResource

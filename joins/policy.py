@@ -32,7 +32,9 @@ from joins.conditions import ConditionFailed, ConditionResult, check_name, evalu
 from joins.constants import ERROR_CODES
 from joins.iid import IdentityDocument, IIDError, recorded_document, verify_document
 from joins.models import Host, JoinAttempt
-from joins.services import JoinRejected, _check_pending_time, _Trace, rule_account
+from joins.outcomes import JoinRejected, Trace
+from joins.rules import rule_account
+from joins.services import _check_pending_time
 from joins.trust import certificate_store, ec2_lookup
 from tokens.resource import AllowRule, TokenResource
 
@@ -162,7 +164,7 @@ class PolicyReport:
 
 def _run(report: PolicyReport, name: str, step: Any) -> bool:
     """Run one of the join's check functions, recording its pass or failure; True if passed."""
-    trace = _Trace()
+    trace = Trace()
     try:
         step(trace)
     except JoinRejected as exc:

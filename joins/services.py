@@ -1,4 +1,4 @@
-"""The join workflow (`perform_join`) and the host workflows (`forget_host`).
+"""The join workflow: `perform_join`.
 
 `perform_join` runs the checks in the contract's order, each failing with its code; no AWS call
 happens before the document's signature is good. Every call writes exactly one JoinAttempt row:
@@ -6,48 +6,40 @@ an allowed one in the same transaction as the host and its certificates (so neit
 without the other), a refused one outside any transaction (so it survives the rollback).
 
 A registered host re-joins through the same `perform_join` with a proof of its key; the proof is
-checked by `_check_rejoin` (joins/rejoin.py explains it) and its challenge comes from
+checked by `check_rejoin` (joins/rejoin.py explains it) and its challenge comes from
 `issue_rejoin_challenge`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
-from audit.services import record_action
 from joinadmin import metrics
 from joins import ratelimit
-from joins.authority import get_host_ca, public_ca_material
+from joins.authority import signing_material
 from joins.aws import AwsError, InstanceInfo
 from joins.ca import issue_host_credentials
 from joins.conditions import ConditionFailed, check_name, evaluate
 from joins.constants import ERROR_CODES, ERROR_OUTCOME, OUTCOME_ALLOWED, PENDING_TIME_SKEW_SECONDS
 from joins.iid import IdentityDocument, IIDError, verify_document
 from joins.models import Host, JoinAttempt
+from joins.outcomes import JoinRejected, JoinResult, Trace
 from joins.rejoin import (
-    REJOIN_PROOF_INVALID,
-    Challenge,
-    RejoinError,
-    challenge_key,
-    describe_key,
     epoch_us,
-    is_host_id,
-    issue_challenge,
-    load_registered_key,
-    open_challenge,
     public_pem,
-    rejoin_message,
-    verify_signature,
 )
+from joins.rejoin_service import RejoinGrant, check_rejoin, claim_rejoin
 from joins.request import JoinRequest, RequestInvalid, parse_join_request, peek
+from joins.rules import rule_matches
 from joins.trust import certificate_store, instance_lookup
 from tokens.models import Token
 from tokens.resource import AllowRule, TokenResource
@@ -56,52 +48,13 @@ from tokens.services import resource_snapshot
 log = logging.getLogger(__name__)
 
 
-class JoinRejected(Exception):
-    """A join refused with a contract `code`.
-
-    `message` is what the agent is told; `reason` is the exact cause kept for the auditor
-    (they differ where telling the agent would leak, e.g. whether a token exists).
-    """
-
-    def __init__(self, code: str, message: str, reason: str = "", retry_after: int | None = None):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.reason = reason or message
-        self.retry_after = retry_after
-
-
-@dataclass
-class JoinResult:
-    """What the endpoint answers: HTTP status, JSON body, extra headers."""
-
-    status: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
-    attempt: JoinAttempt | None = None
-
-
-class _Trace:
-    """The ordered check trace stored on the attempt."""
-
-    def __init__(self) -> None:
-        self.checks: list[dict[str, Any]] = []
-
-    def ok(self, name: str, detail: str) -> None:
-        self.checks.append({"name": name, "ok": True, "detail": detail})
-
-    def fail(self, name: str, exc: JoinRejected) -> JoinRejected:
-        self.checks.append({"name": name, "ok": False, "detail": exc.reason})
-        return exc
-
-
 def perform_join(
     body: bytes, *, remote_addr: str, user_agent: str = "", too_large: bool = False
 ) -> JoinResult:
     """Decide a join request, issue credentials when it passes, and record the attempt."""
     started = time.monotonic()
     now = timezone.now()
-    trace = _Trace()
+    trace = Trace()
     attempt = JoinAttempt(time=now, remote_addr=remote_addr[:64], user_agent=user_agent[:300])
     _prefill(attempt, peek(body) if not too_large else {})
     try:
@@ -123,7 +76,7 @@ def perform_join(
         document = _check_document(trace, request, attempt)
         _check_host_id(trace, request, document)
         # A registered host's proof of its key (joins/rejoin.py) replaces the TTL and not_joined.
-        rejoin = _check_rejoin(trace, request, token, document, now) if request.rejoin else None
+        rejoin = check_rejoin(trace, request, token, document, now) if request.rejoin else None
         _check_pending_time(trace, document, token, now, rejoin=rejoin)
         rule_index, rule = _check_rules(trace, token, document)
         attempt.matched_rule = rule_index
@@ -167,7 +120,7 @@ def _prefill(attempt: JoinAttempt, data: dict[str, Any]) -> None:
         attempt.roles = [r[:32] for r in roles[:16] if isinstance(r, str)]
 
 
-def _check_rate(trace: _Trace, scope: str, key: str, rate_text: str) -> None:
+def _check_rate(trace: Trace, scope: str, key: str, rate_text: str) -> None:
     wait = ratelimit.hit(f"join-{scope}", key, ratelimit.parse_rate(rate_text))
     if wait:
         raise trace.fail(
@@ -181,7 +134,7 @@ def _check_rate(trace: _Trace, scope: str, key: str, rate_text: str) -> None:
         )
 
 
-def _check_request(trace: _Trace, body: bytes) -> JoinRequest:
+def _check_request(trace: Trace, body: bytes) -> JoinRequest:
     try:
         request = parse_join_request(body)
     except RequestInvalid as exc:
@@ -191,7 +144,7 @@ def _check_request(trace: _Trace, body: bytes) -> JoinRequest:
 
 
 def _check_token(
-    trace: _Trace, request: JoinRequest, now: datetime, attempt: JoinAttempt
+    trace: Trace, request: JoinRequest, now: datetime, attempt: JoinAttempt
 ) -> TokenResource:
     row = Token.objects.filter(name=request.token).first()
     if row is None:
@@ -233,7 +186,7 @@ def _role_key(role: str) -> str:
     return role.replace("_", "").lower()
 
 
-def _check_roles(trace: _Trace, request: JoinRequest, token: TokenResource) -> tuple[str, ...]:
+def _check_roles(trace: Trace, request: JoinRequest, token: TokenResource) -> tuple[str, ...]:
     allowed = {_role_key(role): role for role in token.roles}
     if not request.roles:
         trace.ok("roles", f"all of the token's roles: {', '.join(token.roles)}")
@@ -255,7 +208,7 @@ def _check_roles(trace: _Trace, request: JoinRequest, token: TokenResource) -> t
     return tuple(granted)
 
 
-def _check_document(trace: _Trace, request: JoinRequest, attempt: JoinAttempt) -> IdentityDocument:
+def _check_document(trace: Trace, request: JoinRequest, attempt: JoinAttempt) -> IdentityDocument:
     try:
         document = verify_document(request.document, certificate_store())
     except IIDError as exc:
@@ -274,7 +227,7 @@ def _check_document(trace: _Trace, request: JoinRequest, attempt: JoinAttempt) -
     return document
 
 
-def _check_host_id(trace: _Trace, request: JoinRequest, document: IdentityDocument) -> None:
+def _check_host_id(trace: Trace, request: JoinRequest, document: IdentityDocument) -> None:
     if request.host_id and request.host_id != document.host_id:
         raise trace.fail(
             "host_id",
@@ -288,11 +241,11 @@ def _check_host_id(trace: _Trace, request: JoinRequest, document: IdentityDocume
 
 
 def _check_pending_time(
-    trace: _Trace,
+    trace: Trace,
     document: IdentityDocument,
     token: TokenResource,
     now: datetime,
-    rejoin: _Rejoin | None = None,
+    rejoin: RejoinGrant | None = None,
 ) -> None:
     age = now - document.pending_time
     pending = document.pending_time.isoformat()
@@ -332,28 +285,8 @@ def _check_pending_time(
     )
 
 
-def rule_account(rule: AllowRule) -> str:
-    """The account a rule admits: `aws_account`, else the account of its `aws_role` ARN.
-
-    Teleport lets a role-only rule match any account; we read the role's account instead, since
-    that role can only describe instances of its own account anyway.
-    """
-    if rule.aws_account:
-        return rule.aws_account
-    parts = rule.aws_role.split(":")
-    return parts[4] if len(parts) > 4 else ""
-
-
-def rule_matches(rule: AllowRule, document: IdentityDocument) -> bool:
-    """Account equal (see `rule_account`), regions empty or containing the document's region."""
-    account = rule_account(rule)
-    account_ok = not account or account == document.account_id
-    region_ok = not rule.aws_regions or document.region in rule.aws_regions
-    return account_ok and region_ok
-
-
 def _check_rules(
-    trace: _Trace, token: TokenResource, document: IdentityDocument
+    trace: Trace, token: TokenResource, document: IdentityDocument
 ) -> tuple[int, AllowRule]:
     for index, rule in enumerate(token.allow):
         if rule_matches(rule, document):
@@ -382,13 +315,13 @@ def _already_joined(document: IdentityDocument) -> JoinRejected:
     )
 
 
-def _check_not_joined(trace: _Trace, document: IdentityDocument) -> None:
+def _check_not_joined(trace: Trace, document: IdentityDocument) -> None:
     if Host.objects.filter(host_id=document.host_id).exists():
         raise trace.fail("not_joined", _already_joined(document))
     trace.ok("not_joined", f"host {document.host_id} has not joined before")
 
 
-def _check_instance(trace: _Trace, document: IdentityDocument, rule: AllowRule) -> InstanceInfo:
+def _check_instance(trace: Trace, document: IdentityDocument, rule: AllowRule) -> InstanceInfo:
     deadline = time.monotonic() + settings.AWS_TIME_BUDGET_SECONDS
     via = f" through {rule.aws_role}" if rule.aws_role else ""
     try:
@@ -445,7 +378,7 @@ def _check_instance(trace: _Trace, document: IdentityDocument, rule: AllowRule) 
     return info
 
 
-def _check_conditions(trace: _Trace, rule: AllowRule, info: InstanceInfo, remote_addr: str) -> None:
+def _check_conditions(trace: Trace, rule: AllowRule, info: InstanceInfo, remote_addr: str) -> None:
     """The matched rule's optional conditions (`joins.conditions`), one trace entry each.
 
     They read the DescribeInstances answer `_check_instance` already has: no AWS call of their
@@ -462,8 +395,8 @@ def _check_conditions(trace: _Trace, rule: AllowRule, info: InstanceInfo, remote
                 "aws_unavailable",
                 "AWS is unavailable or throttling; retry later",
                 f"the token's rule has conditions ({', '.join(rule.conditions)}) but the "
-                "instance's details are not at hand (the lookup was answered by a recent running confirmation "
-                "without them); retry once it expires",
+                "instance's details are not at hand (the lookup was answered by a recent running "
+                "confirmation without them); retry once it expires",
                 retry_after=settings.AWS_STATE_CACHE_SECONDS + 1,
             ),
         )
@@ -477,236 +410,24 @@ def _check_conditions(trace: _Trace, rule: AllowRule, info: InstanceInfo, remote
         trace.ok(result.name, result.detail)
 
 
-@dataclass(frozen=True)
-class _Rejoin:
-    """A re-join whose proof passed `_check_rejoin`; `_claim_rejoin` re-checks it under lock."""
-
-    host_pk: int
-    challenge: Challenge
-    registered_key_pem: str
+_sqlite_writer = threading.Lock()
 
 
-def _check_rejoin(
-    trace: _Trace,
-    request: JoinRequest,
-    token: TokenResource,
-    document: IdentityDocument,
-    now: datetime,
-) -> _Rejoin | None:
-    """Check a `rejoin` proof (joins/rejoin.py); None when the host is not registered.
+def _one_writer() -> Any:
+    """On SQLite, let one thread of this process at a time into the registration transaction.
 
-    The challenge must be ours, for this document's host, current and unused; the host must be
-    registered through this token, which must allow re-joins, and be neither revoked nor
-    retired; the signature must verify with the key its last certificate was issued for; the
-    document must not be older than the one of its last join. An unregistered host (never
-    joined, or forgotten by an admin) has nothing to re-join: its request is a first join, with
-    the TTL and every other check, so that an agent that kept its data dir after its host was
-    forgotten joins again as the admin meant.
+    SQLite has one write lock per database; threads that meet it sleep in its busy handler
+    (1, 2, 5 ... 100 ms) instead of queueing, so a herd released by one batched AWS answer leaves
+    the lock idle while everyone sleeps. Queueing them in Python first keeps the lock busy
+    (bench/RESULTS.md, burst). PostgreSQL locks rows, not the database: no queue there.
     """
-    proof = request.rejoin
-    assert proof is not None
-    host_id = document.host_id
-    try:
-        challenge = open_challenge(_challenge_key(), proof.challenge, host_id, now)
-    except RejoinError as exc:
-        raise trace.fail("rejoin", JoinRejected(exc.code, exc.message, exc.reason)) from None
-    host = Host.objects.filter(host_id=host_id).first()
-    if host is None:
-        trace.ok(
-            "rejoin",
-            f"host {host_id} is not registered (it never joined, or was "
-            "forgotten), so there is nothing to re-join: the proof is not used "
-            "and the request is checked as a first join",
-        )
-        return None
-    if host.revoked_at is not None or host.retired_at is not None:
-        when = host.revoked_at or host.retired_at
-        raise trace.fail(
-            "rejoin",
-            JoinRejected(
-                "instance_already_joined",
-                f"host {host_id} was revoked or retired; an admin must forget it before this "
-                "instance can join again",
-                f"host {host_id} was {'revoked' if host.revoked_at else 'retired'} at "
-                f"{when.isoformat() if when else '?'} ({host.revocation_reason or 'no reason'}); "
-                "its key proves nothing any more, so it may not re-join",
-            ),
-        )
-    if not token.allow_rejoin:
-        raise trace.fail(
-            "rejoin",
-            JoinRejected(
-                "instance_already_joined",
-                f"a host with ID {host_id} already joined and token {token.name} does not allow "
-                "re-joins; an admin must forget it before this instance can join again",
-                f"host {host_id} is registered and sent a re-join proof, but token {token.name!r} "
-                "does not set spec.allow_rejoin",
-            ),
-        )
-    if host.token != token.name:
-        raise trace.fail(
-            "rejoin",
-            JoinRejected(
-                "instance_already_joined",
-                f"host {host_id} joined with another token; a re-join must name that token",
-                f"host {host_id} is registered through token {host.token!r}; a re-join through "
-                f"{token.name!r} would move it to another token's roles, which only an admin may "
-                "do (by forgetting the host)",
-            ),
-        )
-    if challenge.issued_us <= host.rejoin_challenge_us:
-        raise trace.fail(
-            "rejoin",
-            JoinRejected(
-                "rejoin_challenge_invalid",
-                "the re-join challenge was already used; ask for a new one",
-                f"the challenge issued at {challenge.issued_at.isoformat()} is not later than the "
-                "one that allowed this host's last (re-)join: it was used, or it predates that "
-                "join",
-            ),
-        )
-    try:
-        registered = load_registered_key(host.tls_public_key)
-    except ValueError as exc:
-        raise trace.fail(
-            "rejoin",
-            JoinRejected(
-                REJOIN_PROOF_INVALID,
-                "the server has no key on record for this host, so it cannot re-join; an admin "
-                "must forget it before this instance can join again",
-                f"host {host_id} has no usable recorded TLS key ({exc}); it was probably "
-                "registered before re-joins existed",
-            ),
-        ) from None
-    message = rejoin_message(
-        challenge=challenge.text,
-        host_id=host_id,
-        document=request.document,
-        tls_public_key=request.public_tls_key,
-        ssh_public_key=request.public_ssh_key,
-    )
-    try:
-        verify_signature(registered, message, proof.signature)
-    except RejoinError as exc:
-        raise trace.fail("rejoin", JoinRejected(exc.code, exc.message, exc.reason)) from None
-    recorded = host.pending_time
-    if recorded is not None and document.pending_time < recorded:
-        raise trace.fail("rejoin", _replayed(document, recorded))
-    if recorded is None or document.pending_time == recorded:
-        launch = "the same launch as at its last join (a reboot, or the same boot)"
-    else:
-        launch = (
-            f"newer than the {recorded.isoformat()} of its last join (the instance was "
-            "started again)"
-        )
-    new_key = public_pem(request.public_tls_key)
-    rotated = (
-        ""
-        if new_key == public_pem(registered)
-        else "; the new certificate is for a new TLS key, "
-        f"{describe_key(request.public_tls_key)}, which replaces the registered one"
-    )
-    age = (now - challenge.issued_at).total_seconds()
-    trace.ok(
-        "rejoin",
-        f"host {host_id} is registered through token {token.name} (joined "
-        f"{host.join_count} time(s), last at {host.last_joined_at.isoformat()}); "
-        f"the challenge was issued {max(age, 0):.0f}s ago for this host and not "
-        f"used before; the signature verifies with its registered "
-        f"{describe_key(registered)} over the challenge, the host id, the "
-        f"document's SHA-256 and the new public keys{rotated}; the document's "
-        f"pendingTime {document.pending_time.isoformat()} is {launch}",
-    )
-    return _Rejoin(host_pk=host.pk, challenge=challenge, registered_key_pem=host.tls_public_key)
-
-
-def _replayed(document: IdentityDocument, recorded: datetime) -> JoinRejected:
-    return JoinRejected(
-        "iid_replayed",
-        "the identity document is older than the one this host last joined with; send the "
-        "instance's current document",
-        f"pendingTime {document.pending_time.isoformat()} is older than the "
-        f"{recorded.isoformat()} recorded at the host's last join: an old document replayed",
-    )
-
-
-def _claim_rejoin(
-    trace: _Trace,
-    rejoin: _Rejoin,
-    request: JoinRequest,
-    document: IdentityDocument,
-    roles: tuple[str, ...],
-    node_name: str,
-    now: datetime,
-) -> Host:
-    """Lock the host row, re-check what a concurrent join may have changed, and update it.
-
-    Runs in the issuing transaction: recording the challenge's issue time here is what makes
-    the challenge single use, and the row lock orders two re-joins of one host.
-    """
-    host = Host.objects.select_for_update().filter(pk=rejoin.host_pk).first()
-    if host is None or host.host_id != document.host_id:
-        raise trace.fail(
-            "issue",
-            JoinRejected(
-                REJOIN_PROOF_INVALID,
-                "the host was forgotten while its re-join was checked; join again",
-                f"host {document.host_id} was forgotten by an admin during this re-join",
-            ),
-        )
-    if host.revoked_at is not None or host.retired_at is not None:
-        raise trace.fail(
-            "issue",
-            JoinRejected(
-                "instance_already_joined",
-                f"host {document.host_id} was revoked or retired",
-                f"host {document.host_id} was revoked or retired during this re-join",
-            ),
-        )
-    if host.tls_public_key != rejoin.registered_key_pem:
-        raise trace.fail(
-            "issue",
-            JoinRejected(
-                REJOIN_PROOF_INVALID,
-                "the host's registered key changed during this re-join; ask "
-                "for a new challenge and sign it with the current key",
-                f"a concurrent re-join of {document.host_id} replaced the registered key",
-            ),
-        )
-    if rejoin.challenge.issued_us <= host.rejoin_challenge_us:
-        raise trace.fail(
-            "issue",
-            JoinRejected(
-                "rejoin_challenge_invalid",
-                "the re-join challenge was already used; ask for a new one",
-                f"a concurrent re-join of {document.host_id} used this challenge or a later one",
-            ),
-        )
-    if host.pending_time is not None and document.pending_time < host.pending_time:
-        raise trace.fail("issue", _replayed(document, host.pending_time))
-    host.last_joined_at = now
-    host.join_count += 1
-    host.roles = list(roles)
-    host.node_name = node_name
-    host.tls_public_key = public_pem(request.public_tls_key)
-    host.pending_time = document.pending_time
-    host.rejoin_challenge_us = rejoin.challenge.issued_us
-    host.save(
-        update_fields=[
-            "last_joined_at",
-            "join_count",
-            "roles",
-            "node_name",
-            "tls_public_key",
-            "pending_time",
-            "rejoin_challenge_us",
-        ]
-    )
-    return host
+    if connection.vendor == "sqlite":
+        return _sqlite_writer
+    return contextlib.nullcontext()
 
 
 def _register(
-    trace: _Trace,
+    trace: Trace,
     attempt: JoinAttempt,
     request: JoinRequest,
     token: TokenResource,
@@ -714,16 +435,16 @@ def _register(
     roles: tuple[str, ...],
     now: datetime,
     started: float,
-    rejoin: _Rejoin | None = None,
+    rejoin: RejoinGrant | None = None,
 ) -> JoinResult:
     """Insert the host (or update it for a re-join), issue its credentials and record the
     allowed attempt, atomically."""
     node_name = request.node_name or document.host_id
-    ca = get_host_ca()
+    ca, material = signing_material()
     try:
-        with transaction.atomic():
+        with _one_writer(), transaction.atomic():
             if rejoin is not None:
-                host = _claim_rejoin(trace, rejoin, request, document, roles, node_name, now)
+                host = claim_rejoin(trace, rejoin, request, document, roles, node_name, now)
             else:
                 host = Host.objects.create(
                     host_id=document.host_id,
@@ -789,7 +510,6 @@ def _register(
         attempt.pk = None
         raise trace.fail("not_joined", _already_joined(document)) from None
     metrics.record_join(OUTCOME_ALLOWED, metrics.OK, time.monotonic() - started)
-    material = public_ca_material()
     return JoinResult(
         status=200,
         body={
@@ -808,7 +528,7 @@ def _register(
     )
 
 
-def _refuse(attempt: JoinAttempt, trace: _Trace, exc: JoinRejected, started: float) -> JoinResult:
+def _refuse(attempt: JoinAttempt, trace: Trace, exc: JoinRejected, started: float) -> JoinResult:
     status = ERROR_CODES.get(exc.code, (500, ""))[0]
     attempt.pk = None
     attempt.outcome = ERROR_OUTCOME.get(exc.code, "error")
@@ -829,161 +549,3 @@ def _refuse(attempt: JoinAttempt, trace: _Trace, exc: JoinRejected, started: flo
 
 
 # A challenge request is one short JSON object; anything larger is not one.
-CHALLENGE_MAX_BODY_BYTES = 1024
-
-
-def _challenge_key() -> bytes:
-    return challenge_key(settings.SECRET_KEY)
-
-
-def issue_rejoin_challenge(body: bytes, *, remote_addr: str, too_large: bool = False) -> JoinResult:
-    """Answer `POST /api/v1/join/challenge` `{"host_id": ...}` with a fresh re-join challenge.
-
-    Any well-formed host id gets one, registered or not, so that the answer says nothing about
-    which hosts exist; nothing is stored (joins/rejoin.py says why), and the source address is
-    rate limited like joins. No JoinAttempt row: a challenge grants nothing by itself, and the
-    join that uses it is recorded with the challenge's issue time in its trace.
-    """
-
-    def refuse(status: int, code: str, message: str, retry_after: int | None = None) -> JoinResult:
-        headers = {"Retry-After": str(retry_after)} if retry_after else {}
-        return JoinResult(status=status, body={"error": code, "message": message}, headers=headers)
-
-    if too_large:
-        return refuse(
-            413,
-            "request_too_large",
-            f"the request body is larger than {CHALLENGE_MAX_BODY_BYTES} bytes",
-        )
-    wait = ratelimit.hit(
-        "challenge-source", remote_addr, ratelimit.parse_rate(settings.JOIN_RATE_LIMIT)
-    )
-    if wait:
-        return refuse(
-            429,
-            "rate_limited",
-            f"too many challenge requests from this source; retry in {wait}s",
-            wait,
-        )
-    data = peek(body)
-    host_id = data.get("host_id")
-    if not is_host_id(host_id):
-        return refuse(
-            400,
-            "invalid_request",
-            'the body must be {"host_id": "<12-digit account>-<instance id>"}',
-        )
-    issued = issue_challenge(_challenge_key(), host_id, timezone.now())
-    log.info("re-join challenge issued for %s to %s", host_id, remote_addr)
-    return JoinResult(
-        status=200,
-        body={
-            "host_id": issued.host_id,
-            "challenge": issued.text,
-            "expires": issued.expires.isoformat().replace("+00:00", "Z"),
-        },
-    )
-
-
-class HostNotFoundError(Exception):
-    code = "not_found"
-
-
-def forget_host(
-    host_id: str, *, actor: Any, reason: str, via: str = "console", remote_addr: str = ""
-) -> None:
-    """Remove a host from the registry so that its instance may join again; recorded.
-
-    A reason is required: forgetting a host re-opens the door for a document of that instance.
-    """
-    reason = (reason or "").strip()
-    if not reason:
-        raise ValueError("a reason is required to forget a host")
-    with transaction.atomic():
-        host = Host.objects.select_for_update().filter(host_id=host_id).first()
-        if host is None:
-            raise HostNotFoundError(f"no host {host_id!r}")
-        before = {
-            "host_id": host.host_id,
-            "account_id": host.account_id,
-            "region": host.region,
-            "instance_id": host.instance_id,
-            "roles": host.roles,
-            "token": host.token,
-            "first_joined_at": host.first_joined_at.isoformat(),
-            "tls_cert_serial": host.tls_cert_serial,
-        }
-        host.delete()
-        record_action(
-            actor=actor,
-            action="host.forget",
-            object_type="host",
-            object_id=host_id,
-            before=before,
-            reason=reason,
-            via=via,
-            remote_addr=remote_addr,
-        )
-
-
-@dataclass
-class DryRun:
-    """The decision trace of a document checked offline (verify_iid, the policy tester)."""
-
-    ok: bool
-    checks: list[dict[str, Any]]
-    error: str = ""
-    message: str = ""
-    document: IdentityDocument | None = None
-    matched_rule: int | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        doc = self.document
-        return {
-            "ok": self.ok,
-            "error": self.error or None,
-            "message": self.message or None,
-            "host_id": doc.host_id if doc else None,
-            "account_id": doc.account_id if doc else None,
-            "region": doc.region if doc else None,
-            "instance_id": doc.instance_id if doc else None,
-            "pending_time": doc.pending_time.isoformat() if doc else None,
-            "matched_rule": self.matched_rule,
-            "checks": self.checks,
-        }
-
-
-def dry_run(document_text: str, *, token: TokenResource | None, at: datetime) -> DryRun:
-    """Run the offline checks of a join (signature, pendingTime against the TTL at `at`, the
-    token's expiry and allow rules) without registering anything or calling AWS."""
-    trace = _Trace()
-    result = DryRun(ok=False, checks=trace.checks)
-    try:
-        try:
-            document = verify_document(document_text, certificate_store())
-        except IIDError as exc:
-            raise trace.fail("document", JoinRejected(exc.code, exc.message)) from None
-        result.document = document
-        trace.ok(
-            "document",
-            f"signed by AWS for {document.region}: account "
-            f"{document.account_id}, instance {document.instance_id}",
-        )
-        ttl_token = token or TokenResource(name="(none)", roles=("Node",), allow=())
-        if token is not None and token.is_expired(at):
-            raise trace.fail(
-                "token",
-                JoinRejected(
-                    "token_invalid",
-                    "the token has expired",
-                    f"token {token.name!r} expired at {token.expires.isoformat()}",
-                ),
-            )
-        _check_pending_time(trace, document, ttl_token, at)
-        if token is not None:
-            result.matched_rule, _ = _check_rules(trace, token, document)
-    except JoinRejected as exc:
-        result.error, result.message = exc.code, exc.reason
-        return result
-    result.ok = True
-    return result

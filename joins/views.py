@@ -41,9 +41,9 @@ from joinadmin.console import (
 )
 from joins.constants import CHECKS, ERROR_CODES, OUTCOME_ALLOWED, OUTCOMES
 from joins.filters import JoinAttemptFilter
+from joins.host_services import HostNotFoundError, forget_host
 from joins.models import Host, JoinAttempt
 from joins.serializers import JoinAttemptSerializer
-from joins.services import HostNotFoundError, forget_host
 from tokens.models import Token
 
 ATTEMPT_PAGE_SIZE = 50

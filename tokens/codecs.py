@@ -19,7 +19,6 @@ an `expires` annotation (the operator's key for expiring resources), so nothing 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,17 +33,15 @@ from tokens.constants import (
     K8S_LIST_KINDS,
     RESOURCE_KIND,
     RESOURCE_VERSION,
-    TERRAFORM_RESOURCE_TYPE,
 )
-from tokens.resource import (
-    FieldError,
-    ResourceError,
-    TokenResource,
-    field_name,
-    format_timestamp,
-    validate_resource,
-)
+from tokens.errors import FieldError, ResourceError, field_name
+from tokens.kubernetes import to_kubernetes
+from tokens.resource import TokenResource, validate_resource
+from tokens.terraform import to_terraform
+from tokens.yaml_dump import _dump_yaml
 
+# The Kubernetes and Terraform writers and the YAML dumper live in their own modules; callers
+# keep importing every public name from here.
 __all__ = [
     "EXPORT_FORMATS",
     "MAX_DOCUMENTS",
@@ -552,37 +549,6 @@ def _k8s_annotations(
 # YAML and JSON
 
 
-class _Dumper(yaml.SafeDumper):
-    """Block-style YAML that never emits anchors (our own loader refuses them)."""
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style: str | None = None
-    if "\n" in value:
-        style = "|"
-    elif dumper.resolve(yaml.ScalarNode, value, (True, False)) != "tag:yaml.org,2002:str":
-        # "111111111111", "yes", "2030-01-01T00:00:00Z" would read back as other types.
-        style = '"'
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _represent_str)
-
-
-def _dump_yaml(obj: Any) -> str:
-    return yaml.dump(
-        obj,
-        Dumper=_Dumper,
-        sort_keys=False,
-        default_flow_style=False,
-        allow_unicode=True,
-        width=1_000_000,
-    )
-
-
 def to_yaml(resources: Sequence[TokenResource] | TokenResource) -> str:
     """tctl YAML, one document per token, `---` between documents (what `tctl get` writes)."""
     if isinstance(resources, TokenResource):
@@ -598,170 +564,6 @@ def to_json(resource: TokenResource) -> str:
 def to_json_list(resources: Sequence[TokenResource]) -> str:
     """An array of resource objects, which `parse_tokens` reads back."""
     return json.dumps([r.to_dict() for r in resources], indent=2, ensure_ascii=False) + "\n"
-
-
-# --------------------------------------------------------------------------------------------
-# Kubernetes
-
-_K8S_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_K8S_LABEL_PART = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
-
-
-def to_kubernetes(resource: TokenResource) -> str:
-    """A `TeleportProvisionToken` manifest for Teleport's Kubernetes operator.
-
-    Kubernetes is stricter than Teleport about names and labels; when this token's would be
-    refused by the API server the manifest starts with a comment saying so, and the values are
-    kept as they are (renaming silently would make a different token).
-    """
-    metadata: dict[str, Any] = {"name": resource.name}
-    if resource.labels:
-        metadata["labels"] = dict(resource.labels)
-    annotations: dict[str, str] = {}
-    if resource.description:
-        annotations[K8S_DESCRIPTION_ANNOTATION] = resource.description
-    if resource.expires is not None:
-        annotations[K8S_EXPIRES_ANNOTATION] = format_timestamp(resource.expires)
-    if annotations:
-        metadata["annotations"] = annotations
-    manifest = {
-        "apiVersion": K8S_API_VERSION,
-        "kind": K8S_KIND,
-        "metadata": metadata,
-        "spec": resource.to_dict()["spec"],
-    }
-    warnings = "".join(f"# warning: {line}\n" for line in _kubernetes_warnings(resource))
-    return warnings + _dump_yaml(manifest)
-
-
-def _kubernetes_warnings(resource: TokenResource) -> list[str]:
-    warnings = []
-    if len(resource.name) > 253 or not _K8S_NAME.fullmatch(resource.name):
-        warnings.append(
-            "Kubernetes accepts only lower-case letters, digits, '-' and '.' in metadata.name; "
-            "this name will be refused"
-        )
-    for key, value in resource.labels.items():
-        prefix, _, name = key.rpartition("/")
-        key_ok = (
-            0 < len(name) <= 63
-            and bool(_K8S_LABEL_PART.fullmatch(name))
-            and (not prefix or (len(prefix) <= 253 and bool(_K8S_NAME.fullmatch(prefix))))
-        )
-        value_ok = len(value) <= 63 and bool(_K8S_LABEL_PART.fullmatch(value))
-        if not (key_ok and value_ok):
-            warnings.append(f"label {json.dumps(key)} will be refused by Kubernetes")
-    return warnings
-
-
-# --------------------------------------------------------------------------------------------
-# Terraform
-
-
-class _QuotedKeys(dict[str, Any]):
-    """An HCL map whose keys are written as strings (label keys hold '/' and '.')."""
-
-
-def to_terraform(resource: TokenResource) -> str:
-    """A `teleport_provision_token` resource block for Teleport's Terraform provider."""
-    data = resource.to_dict()
-    metadata: dict[str, Any] = dict(data["metadata"])
-    if "labels" in metadata:
-        metadata["labels"] = _QuotedKeys(metadata["labels"])
-    spec: dict[str, Any] = dict(data["spec"])
-    # Tag keys hold ':' and '/' (aws:autoscaling:groupName), so they are written as strings.
-    spec["allow"] = [
-        {**rule, "aws_tags": _QuotedKeys(rule["aws_tags"])} if "aws_tags" in rule else rule
-        for rule in spec["allow"]
-    ]
-    lines = [f'resource "{TERRAFORM_RESOURCE_TYPE}" "{_terraform_id(resource.name)}" {{']
-    lines += _hcl_attributes([("version", data["version"]), ("metadata", metadata)], 1)
-    lines.append("")
-    lines += _hcl_attributes([("spec", spec)], 1)
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-def _terraform_id(name: str) -> str:
-    """The block label: Terraform allows letters, digits, '_' and '-', not a leading digit."""
-    ident = re.sub(r"[^A-Za-z0-9_-]", "_", name)
-    return ident if re.match(r"[A-Za-z_]", ident) else f"token_{ident}"
-
-
-def _hcl_attributes(items: list[tuple[str, Any]], level: int, quoted: bool = False) -> list[str]:
-    """`key = value` lines, aligning `=` across neighbouring one-line values as terraform fmt."""
-    pad = "  " * level
-    out: list[str] = []
-    group: list[tuple[str, str]] = []
-
-    def flush() -> None:
-        width = max((len(key) for key, _ in group), default=0)
-        out.extend(f"{pad}{key.ljust(width)} = {text}" for key, text in group)
-        group.clear()
-
-    for key, value in items:
-        shown = _hcl_string(key) if quoted else key
-        rendered = _hcl_value(value, level)
-        if len(rendered) == 1:
-            group.append((shown, rendered[0]))
-            continue
-        flush()
-        out.append(f"{pad}{shown} = {rendered[0]}")
-        out.extend(rendered[1:])
-    flush()
-    return out
-
-
-def _hcl_value(value: Any, level: int) -> list[str]:
-    pad = "  " * level
-    if isinstance(value, str):
-        return [_hcl_string(value)]
-    # bool before int: True is an int to Python, and must be written `true`, not `1`.
-    if isinstance(value, bool):
-        return ["true" if value else "false"]
-    if isinstance(value, int):
-        return [str(value)]
-    if isinstance(value, Mapping):
-        body = _hcl_attributes(
-            list(value.items()), level + 1, quoted=isinstance(value, _QuotedKeys)
-        )
-        return ["{", *body, f"{pad}}}"]
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        inline = "[" + ", ".join(_hcl_string(item) for item in value) + "]"
-        if len(inline) <= 80:
-            return [inline]
-        return ["[", *(f"{pad}  {_hcl_string(item)}," for item in value), f"{pad}]"]
-    if isinstance(value, list):
-        lines = ["["]
-        for item in value:
-            first, *rest = _hcl_value(item, level + 1)
-            if not rest:
-                lines.append(f"{pad}  {first},")
-                continue
-            lines.append(f"{pad}  {first}")
-            lines.extend(rest[:-1])
-            lines.append(rest[-1] + ",")
-        lines.append(f"{pad}]")
-        return lines
-    raise TypeError(f"no HCL form for {type(value).__name__}")
-
-
-_HCL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _hcl_string(text: str) -> str:
-    """A quoted HCL string whose value is exactly `text` (no interpolation, no directives)."""
-    out = []
-    for char in text:
-        if char in _HCL_ESCAPES:
-            out.append(_HCL_ESCAPES[char])
-        elif ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    # `${` and `%{` start template sequences; doubling the sigil makes them literal.
-    escaped = "".join(out).replace("${", "$${").replace("%{", "%%{")
-    return f'"{escaped}"'
 
 
 def _yaml_one(resource: TokenResource) -> str:

@@ -149,7 +149,9 @@ def test_more_than_a_hundred_ids_are_split_into_calls_of_at_most_a_hundred(coale
 
 def test_under_load_a_partial_batch_waits_for_the_pace_but_a_full_one_goes_at_once(coalescer):
     fake = FakeEc2(dict.fromkeys(["i-0aaa", "i-0bbb", "i-0ccc"], "running"))
-    lookup = coalescer(fake, window=0, interval=LONG_WINDOW, burst=1, max_batch=2)
+    lookup = coalescer(
+        fake, window=0, interval=LONG_WINDOW, burst=1, stall=LONG_WINDOW, max_batch=2
+    )
     assert lookup.describe_one(region=REGION, instance_id="i-0aaa").state == "running"  # type: ignore[union-attr]
     later = threading.Thread(
         target=lambda: lookup.describe_one(region=REGION, instance_id="i-0bbb")
@@ -161,6 +163,15 @@ def test_under_load_a_partial_batch_waits_for_the_pace_but_a_full_one_goes_at_on
     assert lookup.describe_one(region=REGION, instance_id="i-0ccc").state == "running"  # type: ignore[union-attr]
     later.join(timeout=30)
     assert fake.calls == [["i-0aaa"], ["i-0bbb", "i-0ccc"]]
+
+
+def test_a_partial_batch_waiting_for_the_pace_goes_once_nobody_else_joins_it(coalescer):
+    fake = FakeEc2(dict.fromkeys(["i-0aaa", "i-0bbb"], "running"))
+    lookup = coalescer(fake, window=0, interval=LONG_WINDOW, burst=1, stall=0.05)
+    assert lookup.describe_one(region=REGION, instance_id="i-0aaa").state == "running"  # type: ignore[union-attr]
+    # No token for LONG_WINDOW, but no other lookup comes: the batch goes after the stall.
+    assert lookup.describe_one(region=REGION, instance_id="i-0bbb").state == "running"  # type: ignore[union-attr]
+    assert fake.calls == [["i-0aaa"], ["i-0bbb"]]
 
 
 def test_a_lookup_already_in_flight_is_shared_not_asked_again(coalescer):

@@ -14,8 +14,8 @@ import pytest
 from django.test import Client
 from django.utils.html import escape
 
+from joins.host_services import forget_host
 from joins.models import JoinAttempt
-from joins.services import forget_host
 from tests.console import ACCOUNT, make_attempt, make_host, make_token
 
 pytestmark = pytest.mark.django_db

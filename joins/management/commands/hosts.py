@@ -3,9 +3,9 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from joinadmin.cli import cli_actor
+from joins.host_services import HostNotFoundError, forget_host
 from joins.lifecycle import MAX_BATCH, reconcile_hosts
 from joins.models import Host
-from joins.services import HostNotFoundError, forget_host
 
 
 class Command(BaseCommand):

@@ -17,9 +17,9 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from joinadmin.cli import read_input
+from joins.dry_run import dry_run
 from joins.models import JoinAttempt
 from joins.policy import evaluate_policy
-from joins.services import dry_run
 from tokens.models import Token
 
 
