@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from datetime import UTC, datetime
 
 import django_filters
 from django.db import connections
@@ -16,6 +17,17 @@ from joins.models import JoinAttempt
 
 #: The seal chain whose time summaries bound the time filters (see audit.services).
 SEALED_STREAM = "joinattempt"
+
+
+def as_utc(value: datetime) -> datetime:
+    """The instant in UTC. ISO 8601 allows offsets PostgreSQL refuses (beyond +-15:59, e.g.
+    -21:30); the instant itself is fine, so compare in UTC. Instants outside the calendar clamp
+    to its ends."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        edge = datetime.min if value.year < 2 else datetime.max
+        return edge.replace(tzinfo=UTC)
 
 
 class JoinAttemptFilter(django_filters.FilterSet):
@@ -60,6 +72,7 @@ class JoinAttemptFilter(django_filters.FilterSet):
 
     def filter_since(self, queryset, name, value):  # type: ignore[no-untyped-def]
         """`time >= value`, and ids from the first sealed range that can hold such a row."""
+        value = as_utc(value)
         floor = sealed_id_floor(SEALED_STREAM, value, using=queryset.db)
         if floor is None:
             return queryset.filter(time__gte=value)
@@ -67,6 +80,7 @@ class JoinAttemptFilter(django_filters.FilterSet):
 
     def filter_until(self, queryset, name, value):  # type: ignore[no-untyped-def]
         """`time < value`, and ids up to the last sealed range that can hold such a row."""
+        value = as_utc(value)
         bound = sealed_id_ceiling(SEALED_STREAM, value, using=queryset.db)
         if bound is None:
             return queryset.filter(time__lt=value)

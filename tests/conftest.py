@@ -70,3 +70,13 @@ def auditor_client(auditor_user: Any) -> Client:
 @pytest.fixture
 def plain_client(plain_user: Any) -> Client:
     return _client_for(plain_user)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache() -> None:
+    """Each test starts with an empty cache: rate-limit counters, lockouts and cached summaries
+    must not leak from one test into the next (ids differ across tests on PostgreSQL, where
+    sequences do not roll back)."""
+    from django.core.cache import cache
+
+    cache.clear()
