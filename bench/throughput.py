@@ -55,7 +55,7 @@ PROFILED = (
     ("joins/services.py", "_check_not_joined", "  host already joined? (query)"),
     ("joins/services.py", "_check_instance", "  instance check (coalesced lookup)"),
     ("joins/services.py", "_register", "  register: host, certificates, attempt"),
-    ("joins/authority.py", "get_host_ca", "    CA lookups (query each time)"),
+    ("joins/authority.py", "signing_material", "    the cluster CA (query)"),
     ("joins/ca.py", "issue_host_credentials", "    issue X.509 and SSH certificates"),
     ("django/db/models/base.py", "save", "    ORM saves (host, attempt, host update)"),
     ("django/db/backends/base/base.py", "commit", "    commits"),

@@ -259,7 +259,8 @@ CLUSTER_NAME = os.environ.get("JOINADMIN_CLUSTER_NAME", "joinadmin")
 AWS_TIME_BUDGET_SECONDS = float(os.environ.get("JOINADMIN_AWS_TIME_BUDGET_SECONDS", "8"))
 # Concurrent joins share DescribeInstances calls (joins/coalesce.py): a batch of one region and
 # role goes at 100 ids, or once no lookup joined it for the window and the process has a token
-# for a partial call (a bucket of BURST, one back per INTERVAL). Off: one call per join.
+# for a partial call (a bucket of BURST, one back per INTERVAL), or 250 ms after the last lookup
+# joined it even without a token. Off: one call per join.
 AWS_COALESCE = env_bool("JOINADMIN_AWS_COALESCE", True)
 AWS_COALESCE_WINDOW_MS = float(os.environ.get("JOINADMIN_AWS_COALESCE_WINDOW_MS", "50"))
 AWS_COALESCE_INTERVAL_MS = float(os.environ.get("JOINADMIN_AWS_COALESCE_INTERVAL_MS", "2000"))
