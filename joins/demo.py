@@ -28,7 +28,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from audit.models import AdminAction, Seal
-from joins.constants import ERROR_OUTCOME, OUTCOME_ALLOWED
+from joins.constants import CHECKS, ERROR_OUTCOME, OUTCOME_ALLOWED
 from joins.models import Host, JoinAttempt
 from tokens.models import Token
 from tokens.services import resource_snapshot
@@ -148,19 +148,7 @@ FAILING_CHECK = {
     "aws_unavailable": "instance",
     "internal_error": "internal",
 }
-_STAGES = (
-    "request",
-    "token",
-    "join_method",
-    "roles",
-    "document",
-    "host_id",
-    "pending_time",
-    "allow_rule",
-    "not_joined",
-    "instance",
-    "issue",
-)
+_STAGES = CHECKS  # the checks of a real join, in their order
 
 
 @dataclass

@@ -11,7 +11,7 @@ it. Every problem found is reported at once, each with the document, the field p
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -54,6 +54,7 @@ from tokens.errors import (
     _show,
     field_name,
 )
+from tokens.frozen import FrozenMapping
 from tokens.rule_conditions import TagConditions
 
 # The resource's parts live in their own modules (errors, durations, AWS names, allow rules and
@@ -79,41 +80,10 @@ __all__ = [
 # Values
 
 
-class Labels(Mapping[str, str]):
-    """An immutable, hashable mapping of label key to value, iterated in key order.
+class Labels(FrozenMapping[str]):
+    """A token's labels: key to value, immutable, hashable, iterated in key order."""
 
-    A frozen dataclass must stay hashable and compare by value; a dict would break both, and a
-    tuple of pairs would make `resource.labels["k"]` awkward for callers.
-    """
-
-    __slots__ = ("_items", "_map")
-
-    def __init__(self, items: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
-        data = dict(items)
-        self._items: tuple[tuple[str, str], ...] = tuple(sorted(data.items()))
-        self._map: dict[str, str] = dict(self._items)
-
-    def __getitem__(self, key: str) -> str:
-        return self._map[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._map)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __hash__(self) -> int:
-        return hash(self._items)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Labels):
-            return self._items == other._items
-        if isinstance(other, Mapping):
-            return self._map == dict(other)
-        return NotImplemented
-
-    def __repr__(self) -> str:
-        return f"Labels({self._map!r})"
+    __slots__ = ()
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ that the base Teleport semantics in `tokens.allow_rules` read without them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tokens.aws_names import _profile_arn_problem, _resource_id_problem
@@ -25,49 +25,23 @@ from tokens.constants import (
     TAG_VALUE_MAX_LENGTH,
 )
 from tokens.errors import _Errors, _is_unsafe_char, _kind, _number_text, _show, field_name
+from tokens.frozen import FrozenMapping
 
 __all__ = ["TagConditions"]
 
 
-class TagConditions(Mapping[str, tuple[str, ...]]):
+class TagConditions(FrozenMapping[tuple[str, ...]]):
     """The `aws_tags` condition of a rule: tag key to the values it may have, immutable.
 
     Hashable and compared by value like `Labels`, so that rules stay usable as dict keys (the
     duplicate-rule check) whatever order the keys were written in.
     """
 
-    __slots__ = ("_items", "_map")
+    __slots__ = ()
 
-    def __init__(
-        self,
-        items: Mapping[str, Iterable[str]] | Iterable[tuple[str, Iterable[str]]] = (),
-    ) -> None:
-        pairs = items.items() if isinstance(items, Mapping) else items
-        data = {key: tuple(values) for key, values in pairs}
-        self._items: tuple[tuple[str, tuple[str, ...]], ...] = tuple(sorted(data.items()))
-        self._map: dict[str, tuple[str, ...]] = dict(self._items)
-
-    def __getitem__(self, key: str) -> tuple[str, ...]:
-        return self._map[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._map)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __hash__(self) -> int:
-        return hash(self._items)
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, TagConditions):
-            return self._items == other._items
-        if isinstance(other, Mapping):
-            return self._map == {key: tuple(values) for key, values in other.items()}
-        return NotImplemented
-
-    def __repr__(self) -> str:
-        return f"TagConditions({self._map!r})"
+    @staticmethod
+    def _value(value: Any) -> tuple[str, ...]:
+        return tuple(value)
 
 
 def _is_set(value: object) -> bool:
