@@ -82,6 +82,26 @@ class InstancesNotFound(Exception):
         self.instance_ids = instance_ids
 
 
+def regroup_not_found(
+    group: list[str], exc: InstancesNotFound, answers: dict[str, InstanceInfo | None]
+) -> list[list[str]]:
+    """After a batch failed on unknown ids: record who is unknown and return what to ask again.
+
+    The ids AWS named are unknown; the others are asked again without them. When AWS names none
+    (or the batch is one id, or every id is named), halve the batch or settle it, so that one
+    unknown id never refuses the others and the search always ends.
+    """
+    named = [i for i in group if i in exc.instance_ids]
+    if len(group) == 1 or len(named) == len(group):
+        answers.update(dict.fromkeys(group))
+        return []
+    if named:
+        answers.update(dict.fromkeys(named))
+        return [[i for i in group if i not in exc.instance_ids]]
+    half = len(group) // 2
+    return [group[half:], group[:half]]
+
+
 class _BudgetSpent(Exception):
     """Raised from a botocore hook to stop retrying once the caller's time budget is spent."""
 

@@ -48,7 +48,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from joins.aws import AwsError, InstanceInfo, InstancesNotFound
+from joins.aws import AwsError, InstanceInfo, InstancesNotFound, regroup_not_found
 
 log = logging.getLogger(__name__)
 
@@ -374,15 +374,7 @@ class CoalescingLookup:
             try:
                 found = self._describe(batch.region, batch.role_arn, group, batch.deadline)
             except InstancesNotFound as exc:
-                named = [i for i in group if i in exc.instance_ids]
-                if len(group) == 1 or len(named) == len(group):
-                    answers.update(dict.fromkeys(group))
-                elif named:
-                    answers.update(dict.fromkeys(named))
-                    groups.append([i for i in group if i not in exc.instance_ids])
-                else:
-                    half = len(group) // 2
-                    groups.extend([group[half:], group[:half]])
+                groups.extend(regroup_not_found(group, exc, answers))
                 continue
             except AwsError as exc:
                 return answers, exc

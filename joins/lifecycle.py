@@ -34,7 +34,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import record_action
-from joins.aws import AwsError, InstanceInfo, InstancesNotFound, caller_account
+from joins.aws import AwsError, InstanceInfo, InstancesNotFound, caller_account, regroup_not_found
 from joins.models import Host, JoinAttempt
 from joins.revocation import current_crl, revoke_host
 from joins.rules import rule_account
@@ -252,15 +252,7 @@ def _describe(
                 report_not_found=True,
             )
         except InstancesNotFound as exc:
-            named = [i for i in group if i in exc.instance_ids]
-            if len(group) == 1 or len(named) == len(group):
-                answers.update(dict.fromkeys(group))
-            elif named:
-                answers.update(dict.fromkeys(named))
-                pending.append([i for i in group if i not in exc.instance_ids])
-            else:
-                half = len(group) // 2
-                pending.extend([group[half:], group[:half]])
+            pending.extend(regroup_not_found(group, exc, answers))
             continue
         answers.update({i: found.get(i) for i in group})
     return answers
