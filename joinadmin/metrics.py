@@ -104,6 +104,11 @@ AWS_THROTTLES = Counter(
     "Throttling answers from AWS, each attempt counted, retried ones included.",
     ["operation"],
 )
+JOIN_WRITE_BATCH = Histogram(
+    "joinadmin_join_write_batch_size",
+    "Join writes committed together in one transaction by a process's join writer.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200),
+)
 
 # Every series exists from the start at 0, so that rate() and absent-series alerts work before
 # the first refusal of a kind.
@@ -130,6 +135,14 @@ def record_join(outcome: str, code: str, seconds: float) -> None:
         JOIN_DURATION.labels(outcome).observe(max(seconds, 0.0))
     except Exception:  # see docstring
         log.exception("could not record join metrics")
+
+
+def record_write_batch(size: int) -> None:
+    """Observe one transaction of the join writer (joins/writer.py). Never raises."""
+    try:
+        JOIN_WRITE_BATCH.observe(size)
+    except Exception:  # a metrics problem must not fail the batch's writes
+        log.exception("could not record join writer metrics")
 
 
 def classify_aws_answer(parsed: dict[str, Any] | None) -> str:

@@ -120,7 +120,6 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
     # Tests use a file too (not shared-cache memory), so that concurrent joins meet the same
     # locking as in production.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-joinadmin.sqlite3")}

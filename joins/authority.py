@@ -15,11 +15,14 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from joinadmin.rawsql import select
 from joins.ca import HostCA, decrypt_private_key, encrypt_private_key, generate_host_ca
 from joins.models import CertificateAuthority
 
 _lock = threading.Lock()
 _cached: tuple[int, HostCA] | None = None
+# The public material of every CA, with the (id, active) pairs it was read for.
+_material: tuple[tuple[tuple[int, bool], ...], dict[str, list[str]]] | None = None
 
 TLS_PURPOSE = "joinadmin host CA / tls"
 SSH_PURPOSE = "joinadmin host CA / ssh"
@@ -65,21 +68,33 @@ def _create_active_ca() -> CertificateAuthority:
 
 
 def signing_material() -> tuple[HostCA, dict[str, list[str]]]:
-    """The active CA and the public material of every CA, in one query when the active CA is
-    already loaded in this process (the join's hot path)."""
-    rows = list(
-        CertificateAuthority.objects.order_by("-id").values(
-            "id", "active", "tls_cert_pem", "ssh_public_key"
-        )
-    )
-    active = next((row for row in rows if row["active"]), None)
+    """The active CA and the public material of every CA (the join's hot path).
+
+    A CA row never changes but for its `active` flag, so the ids and flags of all rows name
+    exactly what the material is: one read of those two columns, and the process's copies of
+    the keys and of the public material serve as long as it returns the same.
+    """
+    global _material
+    versions = _ca_versions()
+    active_id = next((ca_id for ca_id, active in versions if active), None)
     cached = _cached
-    if active is None or cached is None or cached[0] != active["id"]:
-        return get_host_ca(), public_ca_material()
-    return cached[1], {
-        "tls_ca_certs": [row["tls_cert_pem"] for row in rows],
-        "ssh_ca_keys": [row["ssh_public_key"].strip() for row in rows],
-    }
+    if active_id is None or cached is None or cached[0] != active_id:
+        get_host_ca()  # creates the CA on first use, or loads the new active one
+        versions = _ca_versions()
+        cached = _cached
+        assert cached is not None
+    material = _material
+    if material is None or material[0] != versions:
+        material = (versions, public_ca_material())
+        _material = material
+    return cached[1], material[1]
+
+
+def _ca_versions() -> tuple[tuple[int, bool], ...]:
+    return tuple(
+        (ca_id, bool(active))
+        for ca_id, active in select(CertificateAuthority, ("id", "active"), order_by="-id")
+    )
 
 
 def public_ca_material() -> dict[str, list[str]]:
@@ -101,6 +116,7 @@ def ssh_public_key_of(ca: HostCA) -> str:
 
 
 def reset_cache() -> None:
-    global _cached
+    global _cached, _material
     with _lock:
         _cached = None
+        _material = None

@@ -1,9 +1,10 @@
 """The join workflow: `perform_join`.
 
 `perform_join` runs the checks in the contract's order, each failing with its code; no AWS call
-happens before the document's signature is good. Every call writes exactly one JoinAttempt row:
-an allowed one in the same transaction as the host and its certificates (so neither exists
-without the other), a refused one outside any transaction (so it survives the rollback).
+happens before the document's signature is good. Every call writes exactly one JoinAttempt row,
+through the process's join writer (joins/writer.py, which commits concurrent joins together):
+an allowed one in the same transaction as the host and its certificate serials (so neither exists
+without the other), a refused one on its own (nothing of the refused join is written with it).
 
 A registered host re-joins through the same `perform_join` with a proof of its key; the proof is
 checked by `check_rejoin` (joins/rejoin.py explains it) and its challenge comes from
@@ -12,22 +13,21 @@ checked by `check_rejoin` (joins/rejoin.py explains it) and its challenge comes 
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError
 from django.utils import timezone
 
 from joinadmin import metrics
+from joinadmin.rawsql import select
 from joins import ratelimit
 from joins.authority import signing_material
 from joins.aws import AwsError, InstanceInfo
-from joins.ca import issue_host_credentials
+from joins.ca import IssuedCredentials, issue_host_credentials
 from joins.conditions import ConditionFailed, check_name, evaluate
 from joins.constants import ERROR_CODES, ERROR_OUTCOME, OUTCOME_ALLOWED, PENDING_TIME_SKEW_SECONDS
 from joins.iid import IdentityDocument, IIDError, verify_document
@@ -41,7 +41,8 @@ from joins.rejoin_service import RejoinGrant, check_rejoin, claim_rejoin
 from joins.request import JoinRequest, RequestInvalid, parse_join_request, peek
 from joins.rules import rule_matches
 from joins.trust import certificate_store, instance_lookup
-from tokens.models import Token
+from joins.writer import writer
+from tokens.cache import token_for_join
 from tokens.resource import AllowRule, TokenResource
 from tokens.services import resource_snapshot
 
@@ -146,8 +147,8 @@ def _check_request(trace: Trace, body: bytes) -> JoinRequest:
 def _check_token(
     trace: Trace, request: JoinRequest, now: datetime, attempt: JoinAttempt
 ) -> TokenResource:
-    row = Token.objects.filter(name=request.token).first()
-    if row is None:
+    cached = token_for_join(request.token)
+    if cached is None:
         raise trace.fail(
             "token",
             JoinRejected(
@@ -156,8 +157,8 @@ def _check_token(
                 f"no token named {request.token!r}",
             ),
         )
-    token = row.to_resource()
-    attempt.token_snapshot = resource_snapshot(token)
+    token = cached.resource
+    attempt.token_snapshot = cached.snapshot
     if token.is_expired(now):
         raise trace.fail(
             "token",
@@ -316,7 +317,7 @@ def _already_joined(document: IdentityDocument) -> JoinRejected:
 
 
 def _check_not_joined(trace: Trace, document: IdentityDocument) -> None:
-    if Host.objects.filter(host_id=document.host_id).exists():
+    if select(Host, ("id",), where="host_id", value=document.host_id):
         raise trace.fail("not_joined", _already_joined(document))
     trace.ok("not_joined", f"host {document.host_id} has not joined before")
 
@@ -410,22 +411,6 @@ def _check_conditions(trace: Trace, rule: AllowRule, info: InstanceInfo, remote_
         trace.ok(result.name, result.detail)
 
 
-_sqlite_writer = threading.Lock()
-
-
-def _one_writer() -> Any:
-    """On SQLite, let one thread of this process at a time into the registration transaction.
-
-    SQLite has one write lock per database; threads that meet it sleep in its busy handler
-    (1, 2, 5 ... 100 ms) instead of queueing, so a herd released by one batched AWS answer leaves
-    the lock idle while everyone sleeps. Queueing them in Python first keeps the lock busy
-    (bench/RESULTS.md, burst). PostgreSQL locks rows, not the database: no queue there.
-    """
-    if connection.vendor == "sqlite":
-        return _sqlite_writer
-    return contextlib.nullcontext()
-
-
 def _register(
     trace: Trace,
     attempt: JoinAttempt,
@@ -437,77 +422,73 @@ def _register(
     started: float,
     rejoin: RejoinGrant | None = None,
 ) -> JoinResult:
-    """Insert the host (or update it for a re-join), issue its credentials and record the
-    allowed attempt, atomically."""
+    """Issue the host's credentials, then record the host (inserted, or updated for a re-join)
+    and the allowed attempt atomically, through the process's join writer (joins/writer.py).
+
+    The certificates are signed before the write, outside any transaction: if the write fails
+    they are simply never handed out.
+    """
     node_name = request.node_name or document.host_id
     ca, material = signing_material()
+    issued = issue_host_credentials(
+        ca,
+        host_id=document.host_id,
+        node_name=node_name,
+        roles=roles,
+        tls_public_key=request.public_tls_key,
+        ssh_public_key=request.public_ssh_key,
+        dns_names=request.dns_names,
+        additional_principals=request.additional_principals,
+        cluster_name=settings.CLUSTER_NAME,
+        now=now,
+        ttl=timedelta(hours=settings.HOST_CERT_TTL_HOURS),
+    )
+    ssh_serial = str(issued.ssh_serial or "")
+
+    def credit(host: Host) -> None:
+        host.tls_cert_serial = issued.tls_serial
+        host.ssh_cert_serial = ssh_serial
+        host.cert_expires = issued.not_after
+        _allowed_attempt(trace, attempt, document, roles, node_name, issued, host, rejoin)
+        host.last_attempt = attempt
+
+    def record_rejoin() -> None:
+        assert rejoin is not None
+        host = claim_rejoin(trace, rejoin, request, document, roles, node_name, now)
+        credit(host)
+        attempt.duration_ms = round((time.monotonic() - started) * 1000, 2)
+        attempt.save(force_insert=True)
+        host.save(
+            update_fields=["tls_cert_serial", "ssh_cert_serial", "cert_expires", "last_attempt"]
+        )
+
     try:
-        with _one_writer(), transaction.atomic():
-            if rejoin is not None:
-                host = claim_rejoin(trace, rejoin, request, document, roles, node_name, now)
-            else:
-                host = Host.objects.create(
-                    host_id=document.host_id,
-                    account_id=document.account_id,
-                    region=document.region,
-                    instance_id=document.instance_id,
-                    node_name=node_name,
-                    roles=list(roles),
-                    token=token.name,
-                    first_joined_at=now,
-                    last_joined_at=now,
-                    # What a later re-join is checked against (joins/rejoin.py): the key, the
-                    # launch, and "only challenges issued after this join".
-                    tls_public_key=public_pem(request.public_tls_key),
-                    pending_time=document.pending_time,
-                    rejoin_challenge_us=epoch_us(now),
-                )
-            issued = issue_host_credentials(
-                ca,
+        if rejoin is not None:
+            writer.write(record_rejoin)
+        else:
+            host = Host(
                 host_id=document.host_id,
+                account_id=document.account_id,
+                region=document.region,
+                instance_id=document.instance_id,
                 node_name=node_name,
-                roles=roles,
-                tls_public_key=request.public_tls_key,
-                ssh_public_key=request.public_ssh_key,
-                dns_names=request.dns_names,
-                additional_principals=request.additional_principals,
-                cluster_name=settings.CLUSTER_NAME,
-                now=now,
-                ttl=timedelta(hours=settings.HOST_CERT_TTL_HOURS),
+                roles=list(roles),
+                token=token.name,
+                first_joined_at=now,
+                last_joined_at=now,
+                # What a later re-join is checked against (joins/rejoin.py): the key, the
+                # launch, and "only challenges issued after this join".
+                tls_public_key=public_pem(request.public_tls_key),
+                pending_time=document.pending_time,
+                rejoin_challenge_us=epoch_us(now),
             )
-            trace.ok(
-                "issue",
-                f"issued X.509 serial {issued.tls_serial}"
-                + (f" and SSH serial {issued.ssh_serial}" if issued.ssh_cert else "")
-                + (
-                    f" (re-join; join {host.join_count} of this host)" if rejoin is not None else ""
-                ),
-            )
-            attempt.outcome = OUTCOME_ALLOWED
-            attempt.node_name = node_name
-            attempt.message = "joined" if rejoin is None else "re-joined"
-            attempt.reason = f"joined as {document.host_id} with roles {', '.join(roles)}"
-            if rejoin is not None:
-                attempt.reason = (
-                    f"re-joined as {document.host_id} with roles "
-                    f"{', '.join(roles)}, proven by its registered key "
-                    f"(join {host.join_count} of this host)"
-                )
-            attempt.checks = trace.checks
-            attempt.tls_cert_serial = issued.tls_serial
-            attempt.ssh_cert_serial = str(issued.ssh_serial or "")
-            attempt.duration_ms = round((time.monotonic() - started) * 1000, 2)
-            attempt.save()
-            host.tls_cert_serial = issued.tls_serial
-            host.ssh_cert_serial = str(issued.ssh_serial or "")
-            host.cert_expires = issued.not_after
-            host.last_attempt = attempt
-            host.save(
-                update_fields=["tls_cert_serial", "ssh_cert_serial", "cert_expires", "last_attempt"]
-            )
+            credit(host)
+            writer.insert(attempt, host, started=started)
     except IntegrityError:
         # Another join of the same instance committed first: the unique host_id decided.
         attempt.pk = None
+        if trace.checks and trace.checks[-1]["name"] == "issue":
+            trace.checks.pop()
         raise trace.fail("not_joined", _already_joined(document)) from None
     metrics.record_join(OUTCOME_ALLOWED, metrics.OK, time.monotonic() - started)
     return JoinResult(
@@ -528,6 +509,38 @@ def _register(
     )
 
 
+def _allowed_attempt(
+    trace: Trace,
+    attempt: JoinAttempt,
+    document: IdentityDocument,
+    roles: tuple[str, ...],
+    node_name: str,
+    issued: IssuedCredentials,
+    host: Host,
+    rejoin: RejoinGrant | None,
+) -> None:
+    """Fill in the allowed attempt row (written with its host, in one transaction)."""
+    trace.ok(
+        "issue",
+        f"issued X.509 serial {issued.tls_serial}"
+        + (f" and SSH serial {issued.ssh_serial}" if issued.ssh_cert else "")
+        + (f" (re-join; join {host.join_count} of this host)" if rejoin is not None else ""),
+    )
+    attempt.outcome = OUTCOME_ALLOWED
+    attempt.node_name = node_name
+    attempt.message = "joined" if rejoin is None else "re-joined"
+    attempt.reason = f"joined as {document.host_id} with roles {', '.join(roles)}"
+    if rejoin is not None:
+        attempt.reason = (
+            f"re-joined as {document.host_id} with roles "
+            f"{', '.join(roles)}, proven by its registered key "
+            f"(join {host.join_count} of this host)"
+        )
+    attempt.checks = list(trace.checks)
+    attempt.tls_cert_serial = issued.tls_serial
+    attempt.ssh_cert_serial = str(issued.ssh_serial or "")
+
+
 def _refuse(attempt: JoinAttempt, trace: Trace, exc: JoinRejected, started: float) -> JoinResult:
     status = ERROR_CODES.get(exc.code, (500, ""))[0]
     attempt.pk = None
@@ -536,8 +549,7 @@ def _refuse(attempt: JoinAttempt, trace: Trace, exc: JoinRejected, started: floa
     attempt.message = exc.message
     attempt.reason = exc.reason
     attempt.checks = trace.checks
-    attempt.duration_ms = round((time.monotonic() - started) * 1000, 2)
-    attempt.save()
+    writer.insert(attempt, started=started)
     metrics.record_join(attempt.outcome, exc.code, time.monotonic() - started)
     headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else {}
     return JoinResult(

@@ -79,4 +79,20 @@ def _isolated_cache() -> None:
     sequences do not roll back)."""
     from django.core.cache import cache
 
+    from joins import authority
+    from tokens import cache as token_cache
+
     cache.clear()
+    # Per-process copies keyed by database ids, which SQLite hands out again after a rollback.
+    token_cache.clear()
+    authority.reset_cache()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _join_writer_stopped(django_db_setup: None, django_db_blocker: Any) -> Any:
+    """Stop the join writer's thread (and close its connection) before the test database is
+    destroyed: PostgreSQL refuses to drop a database that still has a connection."""
+    yield
+    from joins.writer import writer
+
+    writer.stop()

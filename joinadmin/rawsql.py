@@ -1,0 +1,64 @@
+"""Plain single-table reads for the join's hot path, without the ORM's query compiler.
+
+Why: a join reads a few tiny things (its token's version, whether its host is registered, which
+CAs exist). Through the ORM each such read spends ten times longer building its SQL than the
+database takes to answer it, and at hundreds of joins a second per core that is most of what a
+join costs after its own cryptography (bench/RESULTS.md, throughput). The SQL here is built
+once per shape from the models' own table and column names and quoted by the backend, and runs
+through Django's connection (its transactions, its error wrapping, its query log when DEBUG is
+on). Only values of the model's own columns come back, as the database driver returns them:
+use them as opaque versions or ids, not as field values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+from django.db import connection, models
+
+
+@cache
+def _sql(
+    vendor: str,
+    model: type[models.Model],
+    fields: tuple[str, ...],
+    where: str | None,
+    order_by: str | None,
+    limit: int | None,
+) -> str:
+    quote = connection.ops.quote_name
+    meta = model._meta
+
+    def column(name: str) -> str:
+        return quote(meta.get_field(name).column)
+
+    # Identifiers come from the model's meta and are quoted; values only ever go as parameters.
+    sql = f"SELECT {', '.join(column(f) for f in fields)} FROM {quote(meta.db_table)}"  # noqa: S608
+    if where is not None:
+        sql += f" WHERE {column(where)} = %s"
+    if order_by is not None:
+        descending = order_by.startswith("-")
+        sql += f" ORDER BY {column(order_by.lstrip('-'))}{' DESC' if descending else ''}"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return sql
+
+
+def select(
+    model: type[models.Model],
+    fields: Sequence[str],
+    *,
+    where: str | None = None,
+    value: Any = None,
+    order_by: str | None = None,
+    limit: int | None = None,
+) -> list[tuple[Any, ...]]:
+    """`SELECT fields FROM model [WHERE where = value] [ORDER BY order_by] [LIMIT limit]`.
+
+    `order_by` is a field name, with a leading "-" for descending order."""
+    sql = _sql(connection.vendor, model, tuple(fields), where, order_by, limit)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [value] if where is not None else [])
+        return [tuple(row) for row in cursor.fetchall()]
