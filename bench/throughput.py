@@ -3,7 +3,9 @@
 Run: `.venv/bin/python bench/throughput.py [--seconds 5] [--rounds 2] [--connections 256]`
 Profile: `.venv/bin/python bench/throughput.py --profile 300` (no server: the joins run one after
 another in this process under cProfile, against the same stand-in, to show what a join spends
-its time on; the figures of a profiled run are slower than real ones).
+its time on; the figures of a profiled run are slower than real ones, and one at a time each
+join waits alone for its AWS call and for the join writer, whose own work runs in its thread,
+outside the profile).
 
 Method: one server in the production setup (`gunicorn -c gunicorn.conf.py joinadmin.wsgi`, its
 default workers and threads, coalescing on, SQLite in a fresh data dir) with
@@ -50,15 +52,14 @@ PROFILED = (
     ("joins/api.py", "post", "the join view (everything below)"),
     ("joins/services.py", "perform_join", "perform_join"),
     ("joins/services.py", "_check_request", "  parse the request and its keys"),
-    ("joins/services.py", "_check_token", "  token: query and resource"),
+    ("joins/services.py", "_check_token", "  token: one read, resource kept per process"),
     ("joins/services.py", "_check_document", "  verify the identity document"),
-    ("joins/services.py", "_check_not_joined", "  host already joined? (query)"),
+    ("joins/services.py", "_check_not_joined", "  host already joined? (one read)"),
     ("joins/services.py", "_check_instance", "  instance check (coalesced lookup)"),
-    ("joins/services.py", "_register", "  register: host, certificates, attempt"),
-    ("joins/authority.py", "signing_material", "    the cluster CA (query)"),
+    ("joins/services.py", "_register", "  register: certificates, then host and attempt"),
+    ("joins/authority.py", "signing_material", "    the cluster CA (one read)"),
     ("joins/ca.py", "issue_host_credentials", "    issue X.509 and SSH certificates"),
-    ("django/db/models/base.py", "save", "    ORM saves (host, attempt, host update)"),
-    ("django/db/backends/base/base.py", "commit", "    commits"),
+    ("joins/writer.py", "insert", "    hand the rows to the join writer, wait for the commit"),
 )
 
 
