@@ -403,8 +403,19 @@ class Connection:
         self.port = port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self._used = False
 
     async def post(self, path: str, body: bytes, *, close: bool = False) -> tuple[int, bytes]:
+        """Send one request and read its answer. A kept-alive connection that the server closed
+        while it was idle (gunicorn's keep-alive timeout) fails before any byte of an answer:
+        then, as HTTP clients do, the request goes again on a new connection."""
+        try:
+            return await self._exchange(path, body, close=close)
+        except _ClosedWhileIdle:
+            await self.close()
+            return await self._exchange(path, body, close=close)
+
+    async def _exchange(self, path: str, body: bytes, *, close: bool) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         assert self.reader is not None
@@ -413,9 +424,17 @@ class Connection:
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
             f"Connection: {'close' if close else 'keep-alive'}\r\n\r\n"
         ).encode()
-        self.writer.write(head + body)
-        await self.writer.drain()
-        header = await self.reader.readuntil(b"\r\n\r\n")
+        reused = self._used
+        self._used = True
+        try:
+            self.writer.write(head + body)
+            await self.writer.drain()
+            header = await self.reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionResetError, BrokenPipeError) as exc:
+            nothing = not isinstance(exc, asyncio.IncompleteReadError) or not exc.partial
+            if reused and nothing:
+                raise _ClosedWhileIdle from exc
+            raise
         lines = header.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
         headers = {}
@@ -434,6 +453,11 @@ class Connection:
             with suppress(OSError):
                 await self.writer.wait_closed()
         self.reader = self.writer = None
+        self._used = False
+
+
+class _ClosedWhileIdle(Exception):
+    """The server had closed a kept-alive connection before a request on it was read."""
 
 
 def _error_of(status: int, payload: bytes) -> str:
