@@ -110,7 +110,10 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------------
 # SQLite runs in WAL mode with IMMEDIATE transactions so that concurrent joins queue on the
-# write lock instead of failing with "database is locked" half-way through a transaction.
+# write lock instead of failing with "database is locked" half-way through a transaction; the
+# join's own writes go through one writer thread per process (joins/writer.py). Connections are
+# kept per thread on both databases: opening a SQLite connection (Django registers its SQL
+# functions, runs the PRAGMAs) cost a join as much as its token check (bench/RESULTS.md).
 _default_db = f"sqlite:///{DATA_DIR / 'joinadmin.sqlite3'}"
 DATABASES = {
     "default": dj_database_url.parse(
