@@ -61,4 +61,4 @@ def select(
     sql = _sql(connection.vendor, model, tuple(fields), where, order_by, limit)
     with connection.cursor() as cursor:
         cursor.execute(sql, [value] if where is not None else [])
-        return [tuple(row) for row in cursor.fetchall()]
+        return list(cursor.fetchall())

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from joins.iid import IdentityDocument, IIDError, verify_document
+from joins.iid import IdentityDocument, IIDError, document_summary, verify_document
 from joins.outcomes import JoinRejected, Trace
 from joins.services import _check_pending_time, _check_rules
 from joins.trust import certificate_store
@@ -26,16 +26,11 @@ class DryRun:
     matched_rule: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        doc = self.document
         return {
             "ok": self.ok,
             "error": self.error or None,
             "message": self.message or None,
-            "host_id": doc.host_id if doc else None,
-            "account_id": doc.account_id if doc else None,
-            "region": doc.region if doc else None,
-            "instance_id": doc.instance_id if doc else None,
-            "pending_time": doc.pending_time.isoformat() if doc else None,
+            **document_summary(self.document),
             "matched_rule": self.matched_rule,
             "checks": self.checks,
         }

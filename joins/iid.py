@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -130,6 +130,19 @@ class IdentityDocument:
     def host_id(self) -> str:
         """Teleport's host id rule for EC2: `<accountId>-<instanceId>`."""
         return f"{self.account_id}-{self.instance_id}"
+
+
+def document_summary(document: IdentityDocument | None) -> dict[str, str | None]:
+    """Who a document names, as reports show it (every value None without a document)."""
+    if document is None:
+        return dict.fromkeys(("host_id", "account_id", "region", "instance_id", "pending_time"))
+    return {
+        "host_id": document.host_id,
+        "account_id": document.account_id,
+        "region": document.region,
+        "instance_id": document.instance_id,
+        "pending_time": document.pending_time.isoformat(),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +349,15 @@ def _parse_rfc3339(value: str) -> datetime:
     return datetime.fromisoformat(value.upper()).astimezone(UTC)
 
 
-def _read_fields(content: bytes) -> tuple[dict[str, Any], str, str, str, datetime]:
+class _Fields(NamedTuple):
+    document: dict[str, Any]
+    account_id: str
+    instance_id: str
+    region: str
+    pending_time: datetime
+
+
+def _read_fields(content: bytes) -> _Fields:
     """The JSON object and its four required fields, checked for shape."""
     try:
         document = json.loads(
@@ -364,7 +385,25 @@ def _read_fields(content: bytes) -> tuple[dict[str, Any], str, str, str, datetim
         pending_time = _parse_rfc3339(pending)
     except (ValueError, OverflowError):
         raise _malformed("pendingTime is not an RFC 3339 date-time") from None
-    return document, account_id, instance_id, region, pending_time
+    return _Fields(document, account_id, instance_id, region, pending_time)
+
+
+def _identity(fields: _Fields, signing_time: datetime | None) -> IdentityDocument:
+    """The IdentityDocument of checked fields; the optional ones are checked here."""
+    document = fields.document
+    return IdentityDocument(
+        account_id=fields.account_id,
+        instance_id=fields.instance_id,
+        region=fields.region,
+        pending_time=fields.pending_time,
+        availability_zone=_optional_text(document, "availabilityZone"),
+        image_id=_optional_text(document, "imageId"),
+        instance_type=_optional_text(document, "instanceType"),
+        private_ip=_optional_text(document, "privateIp"),
+        architecture=_optional_text(document, "architecture"),
+        signing_time=signing_time,
+        raw=document,
+    )
 
 
 def _optional_text(document: dict[str, Any], key: str) -> str:
@@ -438,7 +477,8 @@ def _verify(data: str | bytes, store: CertificateStore) -> IdentityDocument:
         if exc.unsupported:
             raise _unsupported(exc.reason, exc.detail) from None
         raise _malformed(exc.reason, exc.detail) from None
-    document, account_id, instance_id, region, pending_time = _read_fields(envelope.content)
+    fields = _read_fields(envelope.content)
+    region = fields.region
     trusted = store.trusted(region)
     if trusted is None:
         raise IIDError(
@@ -447,19 +487,7 @@ def _verify(data: str | bytes, store: CertificateStore) -> IdentityDocument:
             f"{region}.pem to JOINADMIN_IID_CERTS_DIR.",
         )
     _check_signature(envelope, attributes, trusted, region)
-    return IdentityDocument(
-        account_id=account_id,
-        instance_id=instance_id,
-        region=region,
-        pending_time=pending_time,
-        availability_zone=_optional_text(document, "availabilityZone"),
-        image_id=_optional_text(document, "imageId"),
-        instance_type=_optional_text(document, "instanceType"),
-        private_ip=_optional_text(document, "privateIp"),
-        architecture=_optional_text(document, "architecture"),
-        signing_time=attributes.signing_time,
-        raw=document,
-    )
+    return _identity(fields, attributes.signing_time)
 
 
 def recorded_document(
@@ -476,20 +504,7 @@ def recorded_document(
         content = json.dumps(fields).encode("utf-8")
     except (TypeError, ValueError):
         raise _malformed("the recorded document is not JSON") from None
-    document, account_id, instance_id, region, pending_time = _read_fields(content)
-    return IdentityDocument(
-        account_id=account_id,
-        instance_id=instance_id,
-        region=region,
-        pending_time=pending_time,
-        availability_zone=_optional_text(document, "availabilityZone"),
-        image_id=_optional_text(document, "imageId"),
-        instance_type=_optional_text(document, "instanceType"),
-        private_ip=_optional_text(document, "privateIp"),
-        architecture=_optional_text(document, "architecture"),
-        signing_time=signing_time,
-        raw=document,
-    )
+    return _identity(_read_fields(content), signing_time)
 
 
 def verify_document(data: str | bytes, store: CertificateStore) -> IdentityDocument:

@@ -30,7 +30,13 @@ from django.conf import settings
 from joins.aws import AwsError, InstanceInfo, describe_one
 from joins.conditions import ConditionFailed, ConditionResult, check_name, evaluate
 from joins.constants import ERROR_CODES
-from joins.iid import IdentityDocument, IIDError, recorded_document, verify_document
+from joins.iid import (
+    IdentityDocument,
+    IIDError,
+    document_summary,
+    recorded_document,
+    verify_document,
+)
 from joins.models import Host, JoinAttempt
 from joins.outcomes import JoinRejected, Trace
 from joins.rules import rule_account
@@ -137,7 +143,6 @@ class PolicyReport:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        doc = self.document
         failed = self.first_failure
         return {
             "ok": self.ok,
@@ -149,11 +154,7 @@ class PolicyReport:
             "at": self.at.isoformat(),
             "source": self.source,
             "ask_aws": self.ask_aws,
-            "host_id": doc.host_id if doc else None,
-            "account_id": doc.account_id if doc else None,
-            "region": doc.region if doc else None,
-            "instance_id": doc.instance_id if doc else None,
-            "pending_time": doc.pending_time.isoformat() if doc else None,
+            **document_summary(self.document),
             "matched_rule": self.matched_rule,
             "instance_state": self.instance_state,
             "checks": [check.as_dict() for check in self.checks],

@@ -50,13 +50,13 @@ def partition_of_region(region: str) -> str | None:
     return _PREFIX_TO_PARTITION[match.group("prefix")] if match else None
 
 
-def _role_arn_problem(arn: str) -> tuple[str, str, str] | str:
-    """(partition, account, arn) for a well-formed IAM role ARN, else the message to show."""
-    example = (
-        f"write it as arn:<partition>:iam::<12-digit account>:role/<name>, e.g. {_ROLE_EXAMPLE}"
-    )
+def _iam_arn_parts(
+    arn: str, *, kind: str, example: str, account_note: str = ""
+) -> tuple[str, str, str] | str:
+    """(partition, account, resource) of an IAM ARN, else the message to show: the checks every
+    IAM ARN passes, whatever it names (`kind`, for the message on its length)."""
     if len(arn) > _ARN_MAX_LENGTH:
-        return f"is longer than {_ARN_MAX_LENGTH} characters, too long for an IAM role ARN"
+        return f"is longer than {_ARN_MAX_LENGTH} characters, too long for {kind}"
     parts = arn.split(":", 5)
     if len(parts) != 6 or parts[0] != "arn":
         return f"{_show(arn)} is not an ARN; {example}"
@@ -71,7 +71,19 @@ def _role_arn_problem(arn: str) -> tuple[str, str, str] | str:
     if region:
         return f"IAM ARNs have no region, but {_show(arn)} names {_show(region)}; {example}"
     if not _ACCOUNT.fullmatch(account):
-        return f"the ARN's account {_show(account)} is not 12 digits; {example}"
+        return f"the ARN's account {_show(account)} is not 12 digits{account_note}; {example}"
+    return partition, account, resource
+
+
+def _role_arn_problem(arn: str) -> tuple[str, str, str] | str:
+    """(partition, account, arn) for a well-formed IAM role ARN, else the message to show."""
+    example = (
+        f"write it as arn:<partition>:iam::<12-digit account>:role/<name>, e.g. {_ROLE_EXAMPLE}"
+    )
+    parts = _iam_arn_parts(arn, kind="an IAM role ARN", example=example)
+    if isinstance(parts, str):
+        return parts
+    partition, account, resource = parts
     if resource.startswith("assumed-role/") or not resource.startswith("role/"):
         kind = resource.split("/", 1)[0]
         return f"{_show(arn)} names an IAM {kind or 'resource'}, not a role; {example}"
@@ -136,26 +148,12 @@ def _profile_arn_problem(arn: str, account: str, partition: str) -> str | None:
         "write it as arn:<partition>:iam::<12-digit account>:instance-profile/<path/name>, "
         f"optionally ending in * for a prefix, e.g. {_PROFILE_EXAMPLE}"
     )
-    if len(arn) > _ARN_MAX_LENGTH:
-        return f"is longer than {_ARN_MAX_LENGTH} characters, too long for an ARN"
-    parts = arn.split(":", 5)
-    if len(parts) != 6 or parts[0] != "arn":
-        return f"{_show(arn)} is not an ARN; {example}"
-    _, arn_partition, service, region, arn_account, resource = parts
-    if arn_partition not in PARTITIONS:
-        return (
-            f"the ARN's partition {_show(arn_partition)} is not supported; use one of "
-            f"{', '.join(PARTITIONS)}"
-        )
-    if service != "iam":
-        return f"{_show(arn)} is not an IAM ARN (service {_show(service)}); {example}"
-    if region:
-        return f"IAM ARNs have no region, but {_show(arn)} names {_show(region)}; {example}"
-    if not _ACCOUNT.fullmatch(arn_account):
-        return (
-            f"the ARN's account {_show(arn_account)} is not 12 digits (a * may only end the "
-            f"ARN); {example}"
-        )
+    parts = _iam_arn_parts(
+        arn, kind="an ARN", example=example, account_note=" (a * may only end the ARN)"
+    )
+    if isinstance(parts, str):
+        return parts
+    arn_partition, arn_account, resource = parts
     if not resource.startswith("instance-profile/"):
         kind = resource.split("/", 1)[0]
         hint = (

@@ -136,6 +136,19 @@ class TokenForm(forms.Form):
         return labels
 
 
+def _ec2_ids_field(label: str, help_text: str, prefix: str) -> forms.CharField:
+    """An optional condition input listing EC2 ids of one kind (`vpc`, `subnet`, ...)."""
+    return forms.CharField(
+        label=label,
+        required=False,
+        max_length=4000,
+        help_text=help_text,
+        widget=forms.TextInput(
+            attrs={"spellcheck": "false", "placeholder": f"{prefix}-0a1b2c3d4e5f60718"}
+        ),
+    )
+
+
 class AllowRuleForm(forms.Form):
     """One allow rule row; an instance matches it if its account and region are allowed.
 
@@ -173,41 +186,13 @@ class AllowRuleForm(forms.Form):
 
     # Optional conditions, checked against DescribeInstances once this rule matched (see
     # docs/extensions.md). They sit in the row's expandable "Conditions" part.
-    aws_vpc_ids = forms.CharField(
-        label="VPC ids",
-        required=False,
-        max_length=4000,
-        help_text="The instance's VPC must be one of these.",
-        widget=forms.TextInput(
-            attrs={"spellcheck": "false", "placeholder": "vpc-0a1b2c3d4e5f60718"}
-        ),
+    aws_vpc_ids = _ec2_ids_field("VPC ids", "The instance's VPC must be one of these.", "vpc")
+    aws_subnet_ids = _ec2_ids_field(
+        "Subnet ids", "The instance's subnet must be one of these.", "subnet"
     )
-    aws_subnet_ids = forms.CharField(
-        label="Subnet ids",
-        required=False,
-        max_length=4000,
-        help_text="The instance's subnet must be one of these.",
-        widget=forms.TextInput(
-            attrs={"spellcheck": "false", "placeholder": "subnet-0a1b2c3d4e5f60718"}
-        ),
-    )
-    aws_ami_ids = forms.CharField(
-        label="AMI ids",
-        required=False,
-        max_length=4000,
-        help_text="The instance's image must be one of these.",
-        widget=forms.TextInput(
-            attrs={"spellcheck": "false", "placeholder": "ami-0a1b2c3d4e5f60718"}
-        ),
-    )
-    aws_security_group_ids = forms.CharField(
-        label="Security group ids",
-        required=False,
-        max_length=4000,
-        help_text="The instance must be in every one of these groups.",
-        widget=forms.TextInput(
-            attrs={"spellcheck": "false", "placeholder": "sg-0a1b2c3d4e5f60718"}
-        ),
+    aws_ami_ids = _ec2_ids_field("AMI ids", "The instance's image must be one of these.", "ami")
+    aws_security_group_ids = _ec2_ids_field(
+        "Security group ids", "The instance must be in every one of these groups.", "sg"
     )
     aws_instance_profile_arns = forms.CharField(
         label="Instance profile ARNs",

@@ -6,7 +6,6 @@ import ast
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,21 +17,6 @@ from tests.agent.test_client import ISSUE, FakeJoinServer, refusal
 from tests.support.fake_imds import SAMPLE_HOST_ID, SAMPLE_RSA2048, FakeIMDS
 
 OTHER_HOST_ID = "210987654321-i-0fedcba9876543210"
-
-
-@pytest.fixture
-def imds(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeIMDS]:
-    monkeypatch.delenv("AWS_EC2_METADATA_DISABLED", raising=False)
-    with FakeIMDS() as fake:
-        monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", fake.endpoint)
-        yield fake
-
-
-@pytest.fixture
-def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    waits: list[float] = []
-    monkeypatch.setattr(client_module, "_sleep", waits.append)
-    return waits
 
 
 def join_argv(server: FakeJoinServer, data_dir: Path, *extra: str) -> list[str]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -20,7 +19,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from joinadmin_agent import client as client_module
 from joinadmin_agent import rejoin as agent_rejoin
 from joinadmin_agent.cli import main
 from joins import rejoin as server_rejoin
@@ -130,21 +128,6 @@ def _rejoin_handler(fake: RejoinServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
     return Handler
-
-
-@pytest.fixture
-def imds(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeIMDS]:
-    monkeypatch.delenv("AWS_EC2_METADATA_DISABLED", raising=False)
-    with FakeIMDS() as fake:
-        monkeypatch.setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", fake.endpoint)
-        yield fake
-
-
-@pytest.fixture
-def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    waits: list[float] = []
-    monkeypatch.setattr(client_module, "_sleep", waits.append)
-    return waits
 
 
 def argv(server: FakeJoinServer, data_dir: Path) -> list[str]:

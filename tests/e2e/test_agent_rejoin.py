@@ -8,54 +8,24 @@ second run in. AWS is moto's HTTP server, IMDS the fake one; the agent is a real
 from __future__ import annotations
 
 import json
-import subprocess
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import boto3
 import pytest
 import time_machine
 
-from joins import authority
 from joins.models import Host, JoinAttempt
-from tests.e2e.test_agent_join import ACCOUNT, agent, moto_server  # noqa: F401 - the fixture
+from tests.e2e import ACCOUNT, agent_join
 from tests.support.fake_imds import FakeIMDS
-from tests.support.iid_signer import IIDSigner, make_document
+from tests.support.iid_signer import make_document
 from tokens.models import Token
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def run_join(
-    server: str, data_dir: Path, imds: FakeIMDS, cwd: Path
-) -> subprocess.CompletedProcess[str]:
-    return agent(
-        "join",
-        "--server",
-        server,
-        "--token",
-        "ec2-token",
-        "--data-dir",
-        str(data_dir),
-        "--node-name",
-        "web-1",
-        imds=imds.endpoint,
-        cwd=cwd,
-    )
-
-
-@pytest.mark.usefixtures("moto_server")
 def test_the_agent_rejoins_a_live_server_by_itself_and_an_old_document_is_refused(
-    live_server, settings, tmp_path
+    live_server, launched, tmp_path
 ):
-    signer = IIDSigner(regions=("us-west-2",))
-    signer.write_certs(tmp_path / "certs")
-    settings.IID_CERTS_DIR = str(tmp_path / "certs")
-    settings.JOIN_RATE_LIMIT = "off"
-    authority.reset_cache()
-    instance_id = boto3.client("ec2", region_name="us-west-2").run_instances(
-        ImageId="ami-0abcdef1234567890", MinCount=1, MaxCount=1
-    )["Instances"][0]["InstanceId"]
+    signer, instance_id = launched.signer, launched.instance_id
     host_id = f"{ACCOUNT}-{instance_id}"
     Token.objects.create(
         name="ec2-token",
@@ -70,7 +40,7 @@ def test_the_agent_rejoins_a_live_server_by_itself_and_an_old_document_is_refuse
     data_dir = tmp_path / "agent"
 
     with FakeIMDS(rsa2048=signer.sign(first_document), document=first_document) as imds:
-        joined = run_join(live_server.url, data_dir, imds, tmp_path)
+        joined = agent_join(live_server.url, data_dir, imds, tmp_path)
         assert joined.returncode == 0, joined.stderr
         assert joined.stdout.startswith(f"joined as {host_id}")
         first_serial = Host.objects.get().tls_cert_serial
@@ -78,7 +48,7 @@ def test_the_agent_rejoins_a_live_server_by_itself_and_an_old_document_is_refuse
 
         # A reboot, six hours later: the same document, far past the 5m TTL.
         with time_machine.travel(datetime.now(UTC) + timedelta(hours=6), tick=True):
-            rebooted = run_join(live_server.url, data_dir, imds, tmp_path)
+            rebooted = agent_join(live_server.url, data_dir, imds, tmp_path)
         assert rebooted.returncode == 0, rebooted.stderr
         assert rebooted.stdout.startswith(f"re-joined as {host_id}")
         host = Host.objects.get()
@@ -105,18 +75,18 @@ def test_the_agent_rejoins_a_live_server_by_itself_and_an_old_document_is_refuse
         imds.rsa2048, imds.document = signer.sign(newer), newer
         # Within the TTL, a fresh data dir on this instance has no key to prove: already joined.
         with time_machine.travel(restarted_at + timedelta(minutes=2), tick=True):
-            stranger = run_join(live_server.url, tmp_path / "other", imds, tmp_path)
+            stranger = agent_join(live_server.url, tmp_path / "other", imds, tmp_path)
         assert stranger.returncode == 1
         assert "instance_already_joined" in stranger.stderr
         with time_machine.travel(restarted_at + timedelta(minutes=30), tick=True):
-            restarted = run_join(live_server.url, data_dir, imds, tmp_path)
+            restarted = agent_join(live_server.url, data_dir, imds, tmp_path)
         assert restarted.returncode == 0, restarted.stderr
         assert Host.objects.get().pending_time == restarted_at.replace(microsecond=0)
 
         # The key alone with the first, older document (say, from an old backup): refused.
         imds.rsa2048, imds.document = signer.sign(first_document), first_document
         with time_machine.travel(restarted_at + timedelta(hours=2), tick=True):
-            replayed = run_join(live_server.url, data_dir, imds, tmp_path)
+            replayed = agent_join(live_server.url, data_dir, imds, tmp_path)
         assert replayed.returncode == 1
         assert "iid_replayed" in replayed.stderr
 
