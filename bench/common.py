@@ -253,6 +253,8 @@ class Server:
         )
         if self.database is not None:
             self.env["DATABASE_URL"] = self.database.url
+            # The production profile's pool (docs/production.md); 0 in the environment turns it off.
+            self.env.setdefault("JOINADMIN_DB_POOL_SIZE", "16")
         self.env.update(env)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.data_dir / "gunicorn.log"

@@ -135,6 +135,20 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 else:
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+    # A connection pool per process (psycopg_pool, through Django) instead of a connection per
+    # thread: 128 threads per process would otherwise need 128 connections each, more than
+    # PostgreSQL's default max_connections for one server. A join gives its connection back
+    # while it waits for AWS and for the join writer (joinadmin/dbpool.py), so a small pool
+    # serves every thread; a request that finds none free within the timeout answers 503.
+    DB_POOL_SIZE = int(os.environ.get("JOINADMIN_DB_POOL_SIZE", "0"))
+    if DB_POOL_SIZE > 0:
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them instead
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": min(2, DB_POOL_SIZE),
+            "max_size": DB_POOL_SIZE,
+            "timeout": float(os.environ.get("JOINADMIN_DB_POOL_TIMEOUT", "5")),
+            "max_idle": 60,
+        }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (rate limits, AWS lookups, shared across servers when Redis is set) ---------------

@@ -22,12 +22,12 @@ from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError
 from django.utils import timezone
 
-from joinadmin import metrics
+from joinadmin import dbpool, metrics
 from joinadmin.rawsql import select
 from joins import ratelimit
 from joins.authority import signing_material
 from joins.aws import AwsError, InstanceInfo
-from joins.ca import IssuedCredentials, issue_host_credentials
+from joins.ca import HostCA, IssuedCredentials, issue_host_credentials
 from joins.conditions import ConditionFailed, check_name, evaluate
 from joins.constants import ERROR_CODES, ERROR_OUTCOME, OUTCOME_ALLOWED, PENDING_TIME_SKEW_SECONDS
 from joins.iid import IdentityDocument, IIDError, verify_document
@@ -83,9 +83,15 @@ def perform_join(
         attempt.matched_rule = rule_index
         if rejoin is None:
             _check_not_joined(trace, document)
+        # The request thread's last read; from here on it only waits (for AWS, then for the join
+        # writer, which has its own connection), so a pooled connection goes back now.
+        signer = signing_material()
+        dbpool.release()
         info = _check_instance(trace, document, rule)
         _check_conditions(trace, rule, info, remote_addr)
-        return _register(trace, attempt, request, token, document, roles, now, started, rejoin)
+        return _register(
+            trace, attempt, request, token, document, roles, now, started, signer, rejoin
+        )
     except JoinRejected as exc:
         return _refuse(attempt, trace, exc, started)
     except (OperationalError, InterfaceError):
@@ -420,16 +426,18 @@ def _register(
     roles: tuple[str, ...],
     now: datetime,
     started: float,
+    signer: tuple[HostCA, dict[str, list[str]]],
     rejoin: RejoinGrant | None = None,
 ) -> JoinResult:
-    """Issue the host's credentials, then record the host (inserted, or updated for a re-join)
-    and the allowed attempt atomically, through the process's join writer (joins/writer.py).
+    """Issue the host's credentials with `signer` (the active CA and the public material of
+    every CA), then record the host (inserted, or updated for a re-join) and the allowed attempt
+    atomically, through the process's join writer (joins/writer.py).
 
     The certificates are signed before the write, outside any transaction: if the write fails
     they are simply never handed out.
     """
     node_name = request.node_name or document.host_id
-    ca, material = signing_material()
+    ca, material = signer
     issued = issue_host_credentials(
         ca,
         host_id=document.host_id,

@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -43,13 +42,6 @@ PUBLIC_KEY = (
     .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     .decode()
 )
-
-
-@pytest.fixture
-def signer(tmp_path: Path) -> IIDSigner:
-    signer = IIDSigner(regions=("us-west-2",))
-    signer.write_certs(tmp_path / "certs")
-    return signer
 
 
 def join_body(signer: IIDSigner, instance_id: str) -> bytes:
