@@ -47,17 +47,18 @@ from bench.common import (
 )
 
 TARGET_RATIO = 0.40
-# What the profile reports the cumulative time of: the join's stages and the parts of `_register`.
+# What the profile reports the cumulative time of: the join's checks (joins/checks.py) and the
+# parts of `_register`.
 PROFILED = (
     ("joins/api.py", "post", "the join view (everything below)"),
     ("joins/services.py", "perform_join", "perform_join"),
-    ("joins/services.py", "_check_request", "  parse the request and its keys"),
-    ("joins/services.py", "_check_token", "  token: one read, resource kept per process"),
-    ("joins/services.py", "_check_document", "  verify the identity document"),
-    ("joins/services.py", "_check_not_joined", "  host already joined? (one read)"),
-    ("joins/services.py", "_check_instance", "  instance check (coalesced lookup)"),
+    ("joins/checks.py", "check_request", "  parse the request and its keys"),
+    ("joins/checks.py", "check_token", "  token: one read, resource kept per process"),
+    ("joins/checks.py", "check_document", "  verify the identity document"),
+    ("joins/checks.py", "check_not_joined", "  host already joined? (one read)"),
+    ("joins/checks.py", "check_instance", "  instance check (coalesced lookup)"),
+    ("joins/authority.py", "signing_material", "  the cluster CA (one read, before the AWS wait)"),
     ("joins/services.py", "_register", "  register: certificates, then host and attempt"),
-    ("joins/authority.py", "signing_material", "    the cluster CA (one read)"),
     ("joins/ca.py", "issue_host_credentials", "    issue X.509 and SSH certificates"),
     ("joins/writer.py", "insert", "    hand the rows to the join writer, wait for the commit"),
 )

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from joins.checks import check_pending_time, check_rules
 from joins.iid import IdentityDocument, IIDError, document_summary, verify_document
 from joins.outcomes import JoinRejected, Trace
-from joins.services import _check_pending_time, _check_rules
 from joins.trust import certificate_store
 from tokens.resource import TokenResource
 
@@ -62,9 +62,9 @@ def dry_run(document_text: str, *, token: TokenResource | None, at: datetime) ->
                     f"token {token.name!r} expired at {token.expires.isoformat()}",
                 ),
             )
-        _check_pending_time(trace, document, ttl_token, at)
+        check_pending_time(trace, document, ttl_token, at)
         if token is not None:
-            result.matched_rule, _ = _check_rules(trace, token, document)
+            result.matched_rule, _ = check_rules(trace, token, document)
     except JoinRejected as exc:
         result.error, result.message = exc.code, exc.reason
         return result

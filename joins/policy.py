@@ -28,6 +28,7 @@ from typing import Any
 from django.conf import settings
 
 from joins.aws import AwsError, InstanceInfo, describe_one
+from joins.checks import check_pending_time
 from joins.conditions import ConditionFailed, ConditionResult, check_name, evaluate
 from joins.constants import ERROR_CODES
 from joins.iid import (
@@ -40,7 +41,6 @@ from joins.iid import (
 from joins.models import Host, JoinAttempt
 from joins.outcomes import JoinRejected, Trace
 from joins.rules import rule_account
-from joins.services import _check_pending_time
 from joins.trust import certificate_store, ec2_lookup
 from tokens.resource import AllowRule, TokenResource
 
@@ -440,7 +440,7 @@ def evaluate_policy(
         for name in ("pending_time", "allow_rule", "not_joined", "instance"):
             _skip(report, name, "needs a verified document")
         return report
-    _run(report, "pending_time", lambda trace: _check_pending_time(trace, document, token, at))
+    _run(report, "pending_time", lambda trace: check_pending_time(trace, document, token, at))
     rule = _check_rule(report, token, document)
     _check_registered(report, document, token)
     if rule is None:
