@@ -140,12 +140,12 @@ else:
     # PostgreSQL's default max_connections for one server. A join gives its connection back
     # while it waits for AWS and for the join writer (joinadmin/dbpool.py), so a small pool
     # serves every thread; a request that finds none free within the timeout answers 503.
-    DB_POOL_SIZE = int(os.environ.get("JOINADMIN_DB_POOL_SIZE", "0"))
-    if DB_POOL_SIZE > 0:
+    _db_pool_size = int(os.environ.get("JOINADMIN_DB_POOL_SIZE", "0"))
+    if _db_pool_size > 0:
         DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps them instead
         DATABASES["default"]["OPTIONS"]["pool"] = {
-            "min_size": min(2, DB_POOL_SIZE),
-            "max_size": DB_POOL_SIZE,
+            "min_size": min(2, _db_pool_size),
+            "max_size": _db_pool_size,
             "timeout": float(os.environ.get("JOINADMIN_DB_POOL_TIMEOUT", "5")),
             "max_idle": 60,
         }

@@ -165,11 +165,10 @@ def _register(
         now=now,
         ttl=timedelta(hours=settings.HOST_CERT_TTL_HOURS),
     )
-    ssh_serial = str(issued.ssh_serial or "")
 
     def credit(host: Host) -> None:
         host.tls_cert_serial = issued.tls_serial
-        host.ssh_cert_serial = ssh_serial
+        host.ssh_cert_serial = str(issued.ssh_serial or "")
         host.cert_expires = issued.not_after
         _allowed_attempt(trace, attempt, document, roles, node_name, issued, host, rejoin)
         host.last_attempt = attempt
@@ -208,7 +207,6 @@ def _register(
             writer.insert(attempt, host, started=started)
     except IntegrityError:
         # Another join of the same instance committed first: the unique host_id decided.
-        attempt.pk = None
         if trace.checks and trace.checks[-1]["name"] == "issue":
             trace.checks.pop()
         raise trace.fail("not_joined", already_joined(document)) from None
@@ -259,8 +257,9 @@ def _allowed_attempt(
             f"(join {host.join_count} of this host)"
         )
     attempt.checks = list(trace.checks)
-    attempt.tls_cert_serial = issued.tls_serial
-    attempt.ssh_cert_serial = str(issued.ssh_serial or "")
+    # The serials its host holds from now on.
+    attempt.tls_cert_serial = host.tls_cert_serial
+    attempt.ssh_cert_serial = host.ssh_cert_serial
 
 
 def _refuse(attempt: JoinAttempt, trace: Trace, exc: JoinRejected, started: float) -> JoinResult:
@@ -280,6 +279,3 @@ def _refuse(attempt: JoinAttempt, trace: Trace, exc: JoinRejected, started: floa
         headers=headers,
         attempt=attempt,
     )
-
-
-# A challenge request is one short JSON object; anything larger is not one.

@@ -121,13 +121,18 @@ class JoinWriter:
         self, attempt: JoinAttempt, host: Host | None = None, *, started: float | None = None
     ) -> None:
         """Insert `attempt`, and `host` with it as its last attempt, atomically; return once
-        committed. `IntegrityError` when the host id is already registered. `started` (a
-        `time.monotonic()`) sets the attempt's duration when it is written."""
+        committed. `IntegrityError` when the host id is already registered, the rows then
+        without primary keys as before. `started` (a `time.monotonic()`) sets the attempt's
+        duration when it is written."""
         item = _Write(attempt=attempt, host=host, started=started)
         if connection.in_atomic_block:
             _set_duration(item)
-            with transaction.atomic():
-                item.insert_alone()
+            try:
+                with transaction.atomic():
+                    item.insert_alone()
+            except IntegrityError:
+                item.forget_keys()  # rolled back: as after a failed write of a batch
+                raise
             return
         self._submit(item, WAIT_SECONDS)
 

@@ -4,7 +4,7 @@ a live server in tests/faults/test_db_pool.py)."""
 from __future__ import annotations
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection
 
 from joinadmin.dbpool import release
 
@@ -15,12 +15,3 @@ def test_a_connection_of_its_own_is_kept():
     kept = connection.connection
     release()
     assert connection.connection is kept
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_transaction_keeps_its_connection():
-    with transaction.atomic():
-        connection.ensure_connection()
-        kept = connection.connection
-        release()
-        assert connection.connection is kept

@@ -215,6 +215,16 @@ def test_a_caller_in_a_transaction_writes_in_its_own_thread(writer: JoinWriter) 
     assert writer.stats()["batches"] == 0
 
 
+def test_an_inline_insert_that_fails_leaves_its_rows_without_keys(writer: JoinWriter) -> None:
+    with transaction.atomic():
+        writer.insert(attempt("taken"), host("123456789012-i-taken"))
+        again = attempt("taken")
+        with pytest.raises(IntegrityError):
+            writer.insert(again, host("123456789012-i-taken"))
+        assert again.pk is None and again._state.adding
+    assert JoinAttempt.objects.filter(host_id="taken").count() == 1
+
+
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="the lock file is SQLite's")
 def test_sqlite_writers_take_turns_through_a_lock_file(writer: JoinWriter) -> None:
     writer.insert(attempt("turn"))
