@@ -15,6 +15,10 @@ Why gthread workers, and why these numbers (measurements in bench/RESULTS.md):
 * Every thread that touches the database holds its own connection while its join waits. On
   PostgreSQL, max_connections must therefore exceed servers x workers x threads (plus the
   console's), or a pooler such as pgbouncer must sit in front; SQLite needs nothing.
+* Each process runs Python on one CPU at a time (the GIL). `JOINADMIN_PIN_WORKERS=true` pins
+  every worker to a CPU of its own, so that the GIL's hand-overs between its threads stay on
+  that CPU (joinadmin/affinity.py says why; bench/RESULTS.md measures it). Off by default: it
+  suits a machine that serves joinadmin and little else.
 * `worker_connections` above the threads lets a burst queue inside the worker rather than in
   the kernel's accept backlog, and `backlog` holds a thousand instances connecting at once.
 Tune with the variables below.
@@ -38,6 +42,10 @@ accesslog = os.environ.get("JOINADMIN_ACCESS_LOG", "-") or None  # empty: no acc
 errorlog = "-"
 # Only the TLS proxy in front may set X-Forwarded-*; gunicorn itself trusts loopback only.
 forwarded_allow_ips = os.environ.get("JOINADMIN_FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# One CPU per worker process (see `pre_fork` and `post_fork` below).
+TRUE_WORDS = {"1", "true", "yes", "on"}
+pin_workers = os.environ.get("JOINADMIN_PIN_WORKERS", "").strip().lower() in TRUE_WORDS
 
 # --- Prometheus metrics across workers (joinadmin/metrics.py) ------------------------------------
 # Each worker writes its counters to files in this folder and /metrics adds them up, so a scrape
@@ -67,3 +75,30 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def pre_fork(server, worker):
+    """With `JOINADMIN_PIN_WORKERS`, choose the new worker's CPU (in the arbiter, which knows
+    which CPUs the live workers hold): the least used one."""
+    if not pin_workers:
+        return
+    from joinadmin.affinity import least_used_cpu
+
+    worker.joinadmin_cpu = least_used_cpu(
+        os.sched_getaffinity(0),
+        (getattr(other, "joinadmin_cpu", None) for other in server.WORKERS.values()),
+    )
+
+
+def post_fork(server, worker):
+    """Pin the new worker to the CPU `pre_fork` chose, before it starts any thread (threads
+    inherit it). A refusal (a container that forbids it) leaves the worker unpinned."""
+    cpu = getattr(worker, "joinadmin_cpu", None)
+    if cpu is None:
+        return
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except OSError as exc:
+        server.log.warning("worker %s not pinned to CPU %s: %s", worker.pid, cpu, exc)
+    else:
+        server.log.info("worker %s pinned to CPU %s", worker.pid, cpu)

@@ -251,6 +251,9 @@ class Server:
                 "AWS_ENDPOINT_URL_EC2": standin_url,
             }
         )
+        # The production profile's workers, each pinned to a CPU (docs/production.md);
+        # JOINADMIN_PIN_WORKERS=false in the environment runs them unpinned.
+        self.env.setdefault("JOINADMIN_PIN_WORKERS", "true")
         if self.database is not None:
             self.env["DATABASE_URL"] = self.database.url
             # The production profile's pool (docs/production.md); 0 in the environment turns it off.
@@ -333,7 +336,7 @@ class Server:
                 sys.executable,
                 "-c",
                 "import runpy; c = runpy.run_path('gunicorn.conf.py'); "
-                "print(c['workers'], c['threads'])",
+                "print(c['workers'], c['threads'], c['pin_workers'])",
             ],
             cwd=ROOT,
             env=self.env,
@@ -342,7 +345,8 @@ class Server:
             check=True,
         ).stdout.split()
         database = "PostgreSQL" if self.database is not None else "SQLite (WAL) in the data dir"
-        return f"{database}; gunicorn gthread, {shape[0]} workers x {shape[1]} threads"
+        pinned = ", each pinned to a CPU" if shape[2] == "True" else ", not pinned"
+        return f"{database}; gunicorn gthread, {shape[0]} workers x {shape[1]} threads{pinned}"
 
 
 class Database:

@@ -281,6 +281,8 @@ AWS_COALESCE = env_bool("JOINADMIN_AWS_COALESCE", True)
 AWS_COALESCE_WINDOW_MS = float(os.environ.get("JOINADMIN_AWS_COALESCE_WINDOW_MS", "50"))
 AWS_COALESCE_INTERVAL_MS = float(os.environ.get("JOINADMIN_AWS_COALESCE_INTERVAL_MS", "2000"))
 AWS_COALESCE_BURST = int(os.environ.get("JOINADMIN_AWS_COALESCE_BURST", "2"))
+# A batch held back by the pacing above still goes once no lookup has joined it for this long.
+AWS_COALESCE_STALL_MS = float(os.environ.get("JOINADMIN_AWS_COALESCE_STALL_MS", "250"))
 AWS_MAX_CALLS_IN_FLIGHT = int(os.environ.get("JOINADMIN_AWS_MAX_CALLS_IN_FLIGHT", "8"))
 # How long a `running` answer is kept in the cache (shared through JOINADMIN_CACHE_URL); 0: never.
 AWS_STATE_CACHE_SECONDS = int(os.environ.get("JOINADMIN_AWS_STATE_CACHE_SECONDS", "5"))

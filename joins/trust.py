@@ -107,6 +107,7 @@ def _build_instance_lookup() -> InstanceLookup:
             window=settings.AWS_COALESCE_WINDOW_MS / 1000,
             interval=settings.AWS_COALESCE_INTERVAL_MS / 1000,
             burst=settings.AWS_COALESCE_BURST,
+            stall=settings.AWS_COALESCE_STALL_MS / 1000,
             max_calls_in_flight=settings.AWS_MAX_CALLS_IN_FLIGHT,
             cache=cache,
             cache_seconds=seconds,
