@@ -27,6 +27,7 @@ api_patterns = [
     path("ca", joins_api.CAView.as_view(), name="ca"),
     path("ca/crl", crl_views.crl_der, name="ca-crl"),
     path("ca/crl.pem", crl_views.crl_pem_view, name="ca-crl-pem"),
+    path("ca/ssh-krl", crl_views.ssh_krl, name="ca-ssh-krl"),
 ]
 
 # Unknown addresses under /api/ answer in the API's error shape (joinadmin/api.py).

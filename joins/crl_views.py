@@ -1,5 +1,6 @@
 """`GET /api/v1/ca/crl` (DER, `application/pkix-crl`) and `/api/v1/ca/crl.pem`: the host CA's
-certificate revocation list.
+certificate revocation list; `GET /api/v1/ca/ssh-krl`: the same revocations for SSH clients, as
+an OpenSSH key revocation list (`RevokedHostKeys` in ssh_config).
 
 Public, like every CRL: relying parties (TLS servers checking host certificates) fetch it
 without an account, and it reveals only serial numbers and revocation dates. The list is signed
@@ -13,7 +14,7 @@ from django.utils.http import http_date
 from django.views.decorators.http import require_safe
 
 from joins.crl import crl_pem
-from joins.revocation import current_crl
+from joins.revocation import current_crl, current_krl
 
 #: Clients and caches may keep a list this long: a revocation reaches them within about this
 #: much time on top of the list's own re-signing interval.
@@ -40,3 +41,12 @@ def crl_pem_view(request: HttpRequest) -> HttpResponse:
     """The same CRL in PEM (`-----BEGIN X509 CRL-----`), for tools that want text."""
     crl = current_crl()
     return _respond(crl_pem(bytes(crl.der)), "application/x-pem-file", crl)
+
+
+@require_safe
+def ssh_krl(request: HttpRequest) -> HttpResponse:
+    """The SSH host certificates' KRL (binary, OpenSSH's format; `ssh-keygen -Q` reads it)."""
+    response = HttpResponse(current_krl(), content_type="application/octet-stream")
+    response["Cache-Control"] = f"public, max-age={MAX_AGE_SECONDS}"
+    response["Content-Disposition"] = 'attachment; filename="joinadmin-hosts.krl"'
+    return response

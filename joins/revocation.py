@@ -6,6 +6,9 @@ signed list every server serves: the stored one while it is fresh, else a new on
 CRL number. A list is re-signed when a revocation was added, when the active CA changed, or once
 it is an hour old, so that its nextUpdate (a day ahead) never comes close; relying parties that
 cache it for the day still learn of a revocation within the hour they choose to re-fetch.
+
+`current_krl` is the same list for SSH clients: the SSH serials of those certificates, in
+OpenSSH's KRL format (`joins.krl`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from django.utils import timezone
 from joins.authority import get_host_ca
 from joins.constants import OUTCOME_ALLOWED
 from joins.crl import REASON_CESSATION, Revocation, build_crl, parse_serial
+from joins.krl import build_krl, ca_key_blob
 from joins.models import (
     CertificateAuthority,
     Host,
@@ -173,3 +177,44 @@ def current_crl(now: datetime | None = None) -> RevocationList:
             raise
         return winner
     return issued
+
+
+def current_krl(now: datetime | None = None) -> bytes:
+    """The OpenSSH KRL of the SSH host certificates revoked with their X.509 certificates.
+
+    Built on request from the revocations, like the CRL without the certificates that expired:
+    every server builds the same bytes from the same rows. Its version is the newest
+    revocation's id and its date that revocation's, so they only grow. An SSH serial is listed
+    under every CA's key: the join does not record which CA signed a certificate, and serials
+    are 64 random bits, so a serial of one CA that another also issued is not a real risk.
+    """
+    now = now or timezone.now()
+    get_host_ca()  # creates the CA on first use, as the join would
+    serials: set[int] = set()
+    newest_id, newest_at = 0, None
+    for row_id, ssh_serial, revoked_at in RevokedCertificate.objects.filter(
+        Q(not_after__isnull=True) | Q(not_after__gt=now)
+    ).values_list("id", "ssh_serial", "revoked_at"):
+        if row_id > newest_id:
+            newest_id, newest_at = row_id, revoked_at
+        if not ssh_serial:
+            continue
+        try:
+            serial = int(ssh_serial)
+        except ValueError:
+            log.error("revoked SSH serial %r is not a number; not in the KRL", ssh_serial)
+            continue
+        if 0 < serial < 2**64:
+            serials.add(serial)
+    sections = [
+        (ca_key_blob(line), serials)
+        for line in CertificateAuthority.objects.order_by("id").values_list(
+            "ssh_public_key", flat=True
+        )
+    ]
+    return build_krl(
+        sections,
+        version=newest_id,
+        generated=newest_at or datetime.fromtimestamp(0, tz=now.tzinfo),
+        comment=f"joinadmin {settings.CLUSTER_NAME} host CA",
+    )
