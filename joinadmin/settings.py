@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -272,6 +273,14 @@ JOIN_TOKEN_RATE_LIMIT = os.environ.get("JOINADMIN_JOIN_TOKEN_RATE_LIMIT", "off")
 JOIN_MAX_BODY_BYTES = int(os.environ.get("JOINADMIN_JOIN_MAX_BODY_BYTES", str(64 * 1024)))
 HOST_CERT_TTL_HOURS = int(os.environ.get("JOINADMIN_HOST_CERT_TTL_HOURS", "24"))
 CLUSTER_NAME = os.environ.get("JOINADMIN_CLUSTER_NAME", "joinadmin")
+# The address relying parties reach this server at (https://joinadmin.example.com): issued host
+# certificates then name its CRL (/api/v1/ca/crl) as their CRL distribution point. Unset: none.
+PUBLIC_URL = os.environ.get("JOINADMIN_PUBLIC_URL", "").strip().rstrip("/")
+if PUBLIC_URL and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(/[^\s?#]*)?", PUBLIC_URL):
+    raise ImproperlyConfigured(
+        f"JOINADMIN_PUBLIC_URL={PUBLIC_URL!r}: give the server's address as "
+        "https://host[:port][/path], without query or fragment"
+    )
 AWS_TIME_BUDGET_SECONDS = float(os.environ.get("JOINADMIN_AWS_TIME_BUDGET_SECONDS", "8"))
 # Concurrent joins share DescribeInstances calls (joins/coalesce.py): a batch of one region and
 # role goes at 100 ids, or once no lookup joined it for the window and the process has a token

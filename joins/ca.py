@@ -355,8 +355,12 @@ def issue_host_credentials(
     cluster_name: str,
     now: datetime,
     ttl: timedelta,
+    crl_url: str | None = None,
 ) -> IssuedCredentials:
     """Sign a host's TLS certificate and, when it sent an SSH key, its SSH host certificate.
+
+    With `crl_url` the TLS certificate names it as its CRL distribution point (RFC 5280,
+    4.2.1.13), so that relying parties that fetch CRLs find the list that may revoke it.
 
     Both name the host by host_id and node_name plus the requested DNS names and principals,
     and share one validity window: from a minute ago until now + ttl, never past the CA's own
@@ -412,7 +416,7 @@ def issue_host_credentials(
     )
     ca_ski = ca.tls_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     serial = _random_serial(128)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca.tls_cert.subject)
@@ -436,8 +440,19 @@ def issue_host_credentials(
         .add_extension(
             x509.UnrecognizedExtension(HOST_ROLES_OID, _encode_roles(role_list)), critical=False
         )
-        .sign(ca.tls_key, hashes.SHA256())
     )
+    if crl_url:
+        builder = builder.add_extension(
+            x509.CRLDistributionPoints(
+                [
+                    x509.DistributionPoint(
+                        [x509.UniformResourceIdentifier(crl_url)], None, None, None
+                    )
+                ]
+            ),
+            critical=False,
+        )
+    cert = builder.sign(ca.tls_key, hashes.SHA256())
 
     ssh_cert: str | None = None
     ssh_serial: int | None = None

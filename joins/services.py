@@ -164,6 +164,7 @@ def _register(
         cluster_name=settings.CLUSTER_NAME,
         now=now,
         ttl=timedelta(hours=settings.HOST_CERT_TTL_HOURS),
+        crl_url=f"{settings.PUBLIC_URL}/api/v1/ca/crl" if settings.PUBLIC_URL else None,
     )
 
     def credit(host: Host) -> None:

@@ -767,3 +767,26 @@ def test_a_record_sealed_under_another_secret_is_refused(host_ca):
 
 def test_the_tls_ca_key_signs_with_sha256(host_ca):
     assert isinstance(host_ca.tls_cert.signature_hash_algorithm, hashes.SHA256)
+
+
+def _distribution_points(creds: IssuedCredentials) -> list[str]:
+    try:
+        points = leaf(creds).extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return []
+    return [name.value for point in points for name in point.full_name or []]
+
+
+def test_a_crl_url_is_named_as_the_certificates_distribution_point(keys, host_ca, now, tmp_path):
+    url = "https://joinadmin.example.com/api/v1/ca/crl"
+    creds = issue(host_ca, keys, now, crl_url=url)
+    assert _distribution_points(creds) == [url]
+    assert _distribution_points(issue(host_ca, keys, now)) == []
+    (tmp_path / "host.pem").write_text(creds.tls_cert_pem)
+    text = subprocess.run(
+        ["openssl", "x509", "-in", str(tmp_path / "host.pem"), "-noout", "-text"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "X509v3 CRL Distribution Points" in text and f"URI:{url}" in text

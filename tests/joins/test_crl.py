@@ -200,3 +200,22 @@ def test_openssl_verifies_the_crl_and_refuses_the_certificate_of_a_terminated_in
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     assert Host.objects.get(host_id=doomed.host_id).revoked_at is not None
     assert RevocationList.objects.count() >= 1
+
+
+def test_a_joined_hosts_certificate_names_the_crl_when_the_public_url_is_set(
+    client, world, at_launch, settings
+):
+    make_token()
+    settings.PUBLIC_URL = "https://joinadmin.example.com"
+    response = post_join(client, world.body("ec2-token", world.document(world.launch())))
+    assert response.status_code == 200, response.content
+    cert = x509.load_pem_x509_certificate(response.json()["tls_cert"].encode())
+    points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert [name.value for point in points for name in point.full_name or []] == [
+        "https://joinadmin.example.com/api/v1/ca/crl"
+    ]
+    settings.PUBLIC_URL = ""
+    response = post_join(client, world.body("ec2-token", world.document(world.launch())))
+    cert = x509.load_pem_x509_certificate(response.json()["tls_cert"].encode())
+    with pytest.raises(x509.ExtensionNotFound):
+        cert.extensions.get_extension_for_class(x509.CRLDistributionPoints)

@@ -233,3 +233,12 @@ def test_every_new_variable_and_metric_is_documented():
         assert metric in guide, metric
     for path in ("deploy/nginx/joinadmin.conf", "deploy/systemd/joinadmin.service"):
         assert path in guide and (ROOT / path).is_file(), path
+
+
+@pytest.mark.parametrize(
+    "url", ["joinadmin.example.com", "ftp://joinadmin.example.com", "https://a.example/crl?x=1"]
+)
+def test_a_public_url_that_is_not_an_http_address_is_refused_at_start(tmp_path: Path, url: str):
+    result = run_manage(tmp_path, "check", JOINADMIN_PUBLIC_URL=url)
+    assert result.returncode != 0
+    assert "JOINADMIN_PUBLIC_URL" in result.stderr and "https://host[:port][/path]" in result.stderr
