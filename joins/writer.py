@@ -15,7 +15,9 @@ What it keeps:
 * each write is atomic on its own and fails alone: a new host whose id is registered already
   (or by an earlier write of the batch) fails with `IntegrityError` without touching the
   others; the new rows of a batch go in one multi-row INSERT per table (most of what a write
-  costs is Django preparing a statement); any other write runs in a savepoint of its own, so one
+  costs is Django preparing a statement), on SQLite with their keys numbered by the writer
+  (`_number_rows`) rather than read back row by row; any other write runs in a savepoint of
+  its own, so one
   that fails (a re-join's claim is refused) rolls back alone and its exception goes to its
   caller;
 * nothing is reported before it is committed: callers get their results after the commit, and a
@@ -291,12 +293,15 @@ def _insert_rows(items: list[_Write]) -> list[tuple[_Write, bool, Any]]:
     if ready and connection.features.can_return_rows_from_bulk_insert:
         try:
             with transaction.atomic():
-                JoinAttempt.objects.bulk_create([item.attempt for item in ready])
+                attempts = [item.attempt for item in ready]
+                _number_rows(JoinAttempt, attempts)
+                JoinAttempt.objects.bulk_create(attempts)
                 hosts = []
                 for item in ready:
                     if item.host is not None:
                         item.host.last_attempt = item.attempt
                         hosts.append(item.host)
+                _number_rows(Host, hosts)
                 Host.objects.bulk_create(hosts)
             return results + [(item, True, None) for item in ready]
         except IntegrityError:
@@ -311,6 +316,33 @@ def _insert_rows(items: list[_Write]) -> list[tuple[_Write, bool, Any]]:
             item.forget_keys()
             results.append((item, False, exc))
     return results
+
+
+def _number_rows(model: type[Host] | type[JoinAttempt], rows: list[Any]) -> None:
+    """On SQLite, give `rows` the next primary keys of `model`'s table before they are inserted.
+
+    Why: a multi-row INSERT learns its keys through `RETURNING`, and Python's sqlite3 module
+    fetches each returned row with its own step, handing the GIL to another thread every time;
+    the writer then waits for it back once per row, among a hundred busy request threads.
+    Numbered here, a batch is one step per INSERT. Safe because the writer's transaction is
+    IMMEDIATE (no other connection writes until it commits); the numbers continue from the
+    table's AUTOINCREMENT counter as well as from its largest key, so that a key is never
+    given twice, even after the newest rows were deleted. PostgreSQL returns all keys of an
+    INSERT at once and keeps its own sequence: nothing to do there.
+    """
+    if connection.vendor != "sqlite" or not rows:
+        return
+    quote = connection.ops.quote_name
+    table, column = model._meta.db_table, model._meta.pk.column
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = %s), 0), "  # noqa: S608
+            f"coalesce((SELECT max({quote(column)}) FROM {quote(table)}), 0))",
+            [table],
+        )
+        (last,) = cursor.fetchone()
+    for offset, row in enumerate(rows, start=1):
+        row.pk = last + offset
 
 
 def _own_copy(exc: BaseException) -> BaseException:

@@ -91,6 +91,21 @@ def wait_queued(writer: JoinWriter, count: int) -> None:
         time.sleep(0.005)
 
 
+def in_one_batch(
+    writer: JoinWriter, host_ids: list[str]
+) -> tuple[list[tuple[JoinAttempt, Host]], list[Any]]:
+    """Insert an attempt and a host per id, all queued behind a blocked write so that they go
+    in one batch; the rows, and each insert's result (None or its exception)."""
+    blocked = Blocked(writer)
+    rows = [(attempt(host_id), host(host_id)) for host_id in host_ids]
+    threads, results = in_threads([lambda a=a, h=h: writer.insert(a, h) for a, h in rows])
+    wait_queued(writer, len(rows))
+    blocked.release()
+    for thread in threads:
+        thread.join(10)
+    return rows, results
+
+
 def test_concurrent_writes_share_one_transaction(writer: JoinWriter) -> None:
     blocked = Blocked(writer)
     rows = [
@@ -113,19 +128,13 @@ def test_concurrent_writes_share_one_transaction(writer: JoinWriter) -> None:
 
 def test_a_host_id_taken_in_the_same_batch_fails_that_write_alone(writer: JoinWriter) -> None:
     host("123456789012-i-0000000000000000a").save()
-    blocked = Blocked(writer)
     ids = [
         "123456789012-i-0000000000000000a",  # registered before the batch
         "123456789012-i-0000000000000000b",
         "123456789012-i-0000000000000000b",  # the same instance twice in one batch
         "123456789012-i-0000000000000000c",
     ]
-    rows = [(attempt(host_id), host(host_id)) for host_id in ids]
-    threads, results = in_threads([lambda a=a, h=h: writer.insert(a, h) for a, h in rows])
-    wait_queued(writer, len(rows))
-    blocked.release()
-    for thread in threads:
-        thread.join(10)
+    _, results = in_one_batch(writer, ids)
     failed = [i for i, result in enumerate(results) if isinstance(result, IntegrityError)]
     assert 0 in failed and len(failed) == 2 and set(failed) & {1, 2}, results
     # Nothing half-done: every allowed attempt row has its host, and the failed writes left none.
@@ -133,6 +142,27 @@ def test_a_host_id_taken_in_the_same_batch_fails_that_write_alone(writer: JoinWr
     for row in JoinAttempt.objects.all():
         assert Host.objects.get(host_id=row.host_id).last_attempt_id == row.pk
     assert sorted(Host.objects.values_list("host_id", flat=True)) == sorted(set(ids))
+
+
+def test_a_batch_gets_new_keys_never_given_before_even_after_deletes(writer: JoinWriter) -> None:
+    first, results = in_one_batch(writer, [f"123456789012-i-{n:017x}" for n in range(1, 4)])
+    assert results == [None] * 3
+    keys = [made.pk for made, _ in first]
+    assert keys == sorted(keys) and len(set(keys)) == 3
+    # The newest rows deleted: their keys must not come back (AUTOINCREMENT on SQLite).
+    Host.objects.filter(host_id__in=[h.host_id for _, h in first[1:]]).delete()
+    JoinAttempt.objects.filter(pk__in=keys[1:]).delete()
+    second, results = in_one_batch(writer, [f"123456789012-i-{n:017x}" for n in range(4, 6)])
+    assert results == [None] * 2
+    assert all(made.pk > keys[-1] for made, _ in second)
+    for made_attempt, made_host in second:
+        stored = Host.objects.get(host_id=made_host.host_id)
+        assert stored.pk == made_host.pk and stored.last_attempt_id == made_attempt.pk
+        assert JoinAttempt.objects.get(pk=made_attempt.pk).host_id == made_host.host_id
+    # A row saved the ordinary way afterwards continues after the batch's keys.
+    later = attempt("", outcome="denied")
+    later.save()
+    assert later.pk > max(made.pk for made, _ in second)
 
 
 def test_the_bulk_insert_falls_back_to_one_write_at_a_time(
