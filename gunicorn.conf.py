@@ -12,9 +12,10 @@ Why gthread workers, and why these numbers (measurements in bench/RESULTS.md):
   more threads than the ids one call carries (100). With 2 workers of 128 threads, 1,000
   instances joining at once cost about a dozen DescribeInstances calls; with 8 threads per
   worker they would cost a hundred or more.
-* Every thread that touches the database holds its own connection while its join waits. On
-  PostgreSQL, max_connections must therefore exceed servers x workers x threads (plus the
-  console's), or a pooler such as pgbouncer must sit in front; SQLite needs nothing.
+* On PostgreSQL, set `JOINADMIN_DB_POOL_SIZE` (16): the threads of a process then share a
+  pool of that many connections, and a join gives its connection back while it waits
+  (joinadmin/dbpool.py). Without it every thread that touched the database keeps a connection,
+  and max_connections must exceed servers x workers x threads; SQLite needs nothing.
 * Each process runs Python on one CPU at a time (the GIL). `JOINADMIN_PIN_WORKERS=true` pins
   every worker to a CPU of its own, so that the GIL's hand-overs between its threads stay on
   that CPU (joinadmin/affinity.py says why; bench/RESULTS.md measures it). Off by default: it
@@ -26,6 +27,8 @@ Tune with the variables below.
 
 import multiprocessing
 import os
+
+from joinadmin.env import env_bool
 
 bind = os.environ.get("JOINADMIN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
 workers = int(os.environ.get("JOINADMIN_WORKERS", str(max(2, multiprocessing.cpu_count()))))
@@ -44,8 +47,7 @@ errorlog = "-"
 forwarded_allow_ips = os.environ.get("JOINADMIN_FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 # One CPU per worker process (see `pre_fork` and `post_fork` below).
-TRUE_WORDS = {"1", "true", "yes", "on"}
-pin_workers = os.environ.get("JOINADMIN_PIN_WORKERS", "").strip().lower() in TRUE_WORDS
+pin_workers = env_bool("JOINADMIN_PIN_WORKERS")
 
 # --- Prometheus metrics across workers (joinadmin/metrics.py) ------------------------------------
 # Each worker writes its counters to files in this folder and /metrics adds them up, so a scrape

@@ -21,9 +21,15 @@ from joins.revocation import current_crl, current_krl
 MAX_AGE_SECONDS = 300
 
 
-def _respond(body: bytes | str, content_type: str, crl: object) -> HttpResponse:
+def _public(body: bytes | str, content_type: str) -> HttpResponse:
+    """A response any client and cache may keep for `MAX_AGE_SECONDS`."""
     response = HttpResponse(body, content_type=content_type)
     response["Cache-Control"] = f"public, max-age={MAX_AGE_SECONDS}"
+    return response
+
+
+def _respond(body: bytes | str, content_type: str, crl: object) -> HttpResponse:
+    response = _public(body, content_type)
     response["Last-Modified"] = http_date(crl.this_update.timestamp())  # type: ignore[attr-defined]
     response["X-CRL-Number"] = str(crl.number)  # type: ignore[attr-defined]
     return response
@@ -46,7 +52,6 @@ def crl_pem_view(request: HttpRequest) -> HttpResponse:
 @require_safe
 def ssh_krl(request: HttpRequest) -> HttpResponse:
     """The SSH host certificates' KRL (binary, OpenSSH's format; `ssh-keygen -Q` reads it)."""
-    response = HttpResponse(current_krl(), content_type="application/octet-stream")
-    response["Cache-Control"] = f"public, max-age={MAX_AGE_SECONDS}"
+    response = _public(current_krl(), "application/octet-stream")
     response["Content-Disposition"] = 'attachment; filename="joinadmin-hosts.krl"'
     return response

@@ -20,13 +20,13 @@ from datetime import datetime, timedelta
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max, Q, QuerySet
 from django.utils import timezone
 
 from joins.authority import get_host_ca
 from joins.constants import OUTCOME_ALLOWED
 from joins.crl import REASON_CESSATION, Revocation, build_crl, parse_serial
-from joins.krl import build_krl, ca_key_blob
+from joins.krl import MAX_SERIAL, build_krl, ca_key_blob
 from joins.models import (
     CertificateAuthority,
     Host,
@@ -128,6 +128,12 @@ def _is_current(crl: RevocationList | None, covered: _Covered, now: datetime) ->
     )
 
 
+def _unexpired(at: datetime) -> QuerySet[RevokedCertificate]:
+    """The revocations whose certificate may still be valid at `at` (the lists leave out the
+    others: an expired certificate is refused anyway, RFC 5280 section 3.3)."""
+    return RevokedCertificate.objects.filter(Q(not_after__isnull=True) | Q(not_after__gt=at))
+
+
 def current_crl(now: datetime | None = None) -> RevocationList:
     """The CRL to serve: the stored one if current, else a newly signed one (see module doc).
 
@@ -144,9 +150,7 @@ def current_crl(now: datetime | None = None) -> RevocationList:
     this_update = now.replace(microsecond=0)
     entries = [
         Revocation(serial=parse_serial(serial), revoked_at=revoked_at, reason=REASON_CESSATION)
-        for serial, revoked_at in RevokedCertificate.objects.filter(
-            Q(not_after__isnull=True) | Q(not_after__gt=this_update)
-        ).values_list("serial", "revoked_at")
+        for serial, revoked_at in _unexpired(this_update).values_list("serial", "revoked_at")
     ]
     number = (latest.number + 1) if latest else 1
     crl = build_crl(
@@ -184,28 +188,24 @@ def current_krl(now: datetime | None = None) -> bytes:
 
     Built on request from the revocations, like the CRL without the certificates that expired:
     every server builds the same bytes from the same rows. Its version is the newest
-    revocation's id and its date that revocation's, so they only grow. An SSH serial is listed
-    under every CA's key: the join does not record which CA signed a certificate, and serials
-    are 64 random bits, so a serial of one CA that another also issued is not a real risk.
+    revocation's id and its date the latest revocation date, over every revocation (expired
+    ones included), so they only grow. An SSH serial is listed under every CA's key: the join
+    does not record which CA signed a certificate, and serials are 64 random bits, so a serial
+    of one CA that another also issued is not a real risk.
     """
     now = now or timezone.now()
     get_host_ca()  # creates the CA on first use, as the join would
     serials: set[int] = set()
-    newest_id, newest_at = 0, None
-    for row_id, ssh_serial, revoked_at in RevokedCertificate.objects.filter(
-        Q(not_after__isnull=True) | Q(not_after__gt=now)
-    ).values_list("id", "ssh_serial", "revoked_at"):
-        if row_id > newest_id:
-            newest_id, newest_at = row_id, revoked_at
-        if not ssh_serial:
-            continue
+    for ssh_serial in _unexpired(now).exclude(ssh_serial="").values_list("ssh_serial", flat=True):
         try:
             serial = int(ssh_serial)
         except ValueError:
-            log.error("revoked SSH serial %r is not a number; not in the KRL", ssh_serial)
+            serial = 0
+        if not 0 < serial <= MAX_SERIAL:
+            log.error("revoked SSH serial %r is not a 64-bit serial; not in the KRL", ssh_serial)
             continue
-        if 0 < serial < 2**64:
-            serials.add(serial)
+        serials.add(serial)
+    newest = RevokedCertificate.objects.aggregate(id=Max("id"), at=Max("revoked_at"))
     sections = [
         (ca_key_blob(line), serials)
         for line in CertificateAuthority.objects.order_by("id").values_list(
@@ -214,7 +214,7 @@ def current_krl(now: datetime | None = None) -> bytes:
     ]
     return build_krl(
         sections,
-        version=newest_id,
-        generated=newest_at or datetime.fromtimestamp(0, tz=now.tzinfo),
+        version=newest["id"] or 0,
+        generated=newest["at"] or datetime.fromtimestamp(0, tz=now.tzinfo),
         comment=f"joinadmin {settings.CLUSTER_NAME} host CA",
     )

@@ -17,9 +17,8 @@ What it keeps:
   others; the new rows of a batch go in one multi-row INSERT per table (most of what a write
   costs is Django preparing a statement), on SQLite with their keys numbered by the writer
   (`_number_rows`) rather than read back row by row; any other write runs in a savepoint of
-  its own, so one
-  that fails (a re-join's claim is refused) rolls back alone and its exception goes to its
-  caller;
+  its own, so one that fails (a re-join's claim is refused) rolls back alone and its exception
+  goes to its caller;
 * nothing is reported before it is committed: callers get their results after the commit, and a
   failed commit (or a lost connection) fails every write of the batch with the database's error,
   which the endpoint answers with 503;

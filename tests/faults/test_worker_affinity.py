@@ -49,10 +49,15 @@ def _affinities(server: Gunicorn, count: int) -> dict[int, frozenset[int]] | Non
     return found if len(found) == count else None
 
 
-def _spread(cpus: list[frozenset[int]]) -> bool:
-    """One CPU each, as many distinct CPUs as there are workers or CPUs."""
-    singles = [cpu for cpu_set in cpus if len(cpu_set) == 1 for cpu in cpu_set]
-    return len(singles) == len(cpus) and len(set(singles)) == min(len(cpus), len(ALLOWED))
+def _pinned(server: Gunicorn, count: int) -> dict[int, frozenset[int]] | None:
+    """Each worker's CPUs once `count` workers run pinned to one CPU each, on as many distinct
+    CPUs as there are workers or CPUs (None until then)."""
+    found = _affinities(server, count)
+    if found is None:
+        return None
+    singles = [cpu for cpus in found.values() if len(cpus) == 1 for cpu in cpus]
+    spread = len(singles) == count and len(set(singles)) == min(count, len(ALLOWED))
+    return found if spread else None
 
 
 def test_pinned_workers_each_hold_a_cpu_and_a_replacement_takes_the_freed_one(
@@ -64,22 +69,14 @@ def test_pinned_workers_each_hold_a_cpu_and_a_replacement_takes_the_freed_one(
         threads=2,
     )
     with running(server):
-        first = _wait_for(
-            lambda: (found := _affinities(server, 2)) and _spread(list(found.values())) and found,
-            "two pinned workers",
-        )
+        first = _wait_for(lambda: _pinned(server, 2), "two pinned workers")
         assert isinstance(first, dict)
         assert all(cpus <= ALLOWED for cpus in first.values())
 
         killed = min(first)
         os.kill(killed, signal.SIGKILL)
         second = _wait_for(
-            lambda: (
-                (found := _affinities(server, 2))
-                and killed not in found
-                and _spread(list(found.values()))
-                and found
-            ),
+            lambda: (found := _pinned(server, 2)) and killed not in found and found,
             "the killed worker's replacement, pinned",
         )
         assert isinstance(second, dict)

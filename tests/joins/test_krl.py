@@ -159,6 +159,22 @@ def test_the_krl_lists_revoked_ssh_serials_until_their_certificates_expire():
     assert struct.unpack(">QQ", data[-16:]) == (111, 222)
 
 
+@pytest.mark.django_db
+def test_the_krl_version_does_not_go_back_when_the_newest_revocation_expires():
+    now = timezone.now()
+    for serial, not_after in (("b1", None), ("b2", now - timedelta(minutes=1))):
+        RevokedCertificate.objects.create(
+            serial=serial,
+            host_id=f"h-{serial}",
+            ssh_serial="7",
+            revoked_at=now,
+            reason="test",
+            not_after=not_after,
+        )
+    newest = RevokedCertificate.objects.get(serial="b2")
+    assert struct.unpack(">Q", current_krl(now)[12:20])[0] == newest.id
+
+
 def test_ssh_keygen_refuses_the_ssh_certificate_of_a_terminated_instance(
     client, world, at_launch, tmp_path: Path
 ):
