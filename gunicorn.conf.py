@@ -20,6 +20,12 @@ Why gthread workers, and why these numbers (measurements in bench/RESULTS.md):
   every worker to a CPU of its own, so that the GIL's hand-overs between its threads stay on
   that CPU (joinadmin/affinity.py says why; bench/RESULTS.md measures it). Off by default: it
   suits a machine that serves joinadmin and little else.
+* `JOINADMIN_REUSE_PORT=true` gives every worker a listening socket of its own (SO_REUSEPORT),
+  and the kernel spreads new connections evenly between them. With the one shared socket,
+  whichever worker wakes first takes a connection: kept-alive connections (nginx's upstream
+  pool, agents behind a NAT) pile up on one worker while another idles, and a worker's threads
+  and batches can only serve the connections it holds. Off by default: with it, a second server
+  started by the same user on the same port shares the port instead of failing to start.
 * `worker_connections` above the threads lets a burst queue inside the worker rather than in
   the kernel's accept backlog, and `backlog` holds a thousand instances connecting at once.
 Tune with the variables below.
@@ -45,6 +51,9 @@ accesslog = os.environ.get("JOINADMIN_ACCESS_LOG", "-") or None  # empty: no acc
 errorlog = "-"
 # Only the TLS proxy in front may set X-Forwarded-*; gunicorn itself trusts loopback only.
 forwarded_allow_ips = os.environ.get("JOINADMIN_FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# A listening socket per worker, connections spread by the kernel (see the docstring).
+reuse_port = env_bool("JOINADMIN_REUSE_PORT")
 
 # One CPU per worker process (see `pre_fork` and `post_fork` below).
 pin_workers = env_bool("JOINADMIN_PIN_WORKERS")

@@ -251,9 +251,12 @@ class Server:
                 "AWS_ENDPOINT_URL_EC2": standin_url,
             }
         )
-        # The production profile's workers, each pinned to a CPU (docs/production.md);
-        # JOINADMIN_PIN_WORKERS=false in the environment runs them unpinned.
+        # The production profile's workers, each pinned to a CPU and listening on a socket of
+        # its own (docs/production.md);
+        # JOINADMIN_PIN_WORKERS=false in the environment runs them unpinned, and
+        # JOINADMIN_REUSE_PORT=false has them share one listening socket.
         self.env.setdefault("JOINADMIN_PIN_WORKERS", "true")
+        self.env.setdefault("JOINADMIN_REUSE_PORT", "true")
         if self.database is not None:
             self.env["DATABASE_URL"] = self.database.url
             # The production profile's pool (docs/production.md); 0 in the environment turns it off.
