@@ -47,6 +47,7 @@ from bench.common import (
 )
 
 TARGET_RATIO = 0.40
+WARM_UP = 64  # joins before the timed rounds
 # What the profile reports the cumulative time of: the join's checks (joins/checks.py) and the
 # parts of `_register`.
 PROFILED = (
@@ -212,13 +213,15 @@ def main(argv: list[str] | None = None) -> int:
     ):
         aws.add_running(ids)
         port = server.port
+        # Warm-up: enough connections that every worker gets some (each is hashed to a worker's
+        # socket), so that no worker builds its AWS client or CA material during a timed round.
         warm, _ = asyncio.run(
-            closed_loop(port, "/api/v1/join", bodies[:20], connections=4, seconds=30)
+            closed_loop(port, "/api/v1/join", bodies[:WARM_UP], connections=32, seconds=30)
         )
         asyncio.run(closed_loop(port, "/api/v1/noop", bodies[:200], connections=8, seconds=30))
         if any(reply.status != 200 for reply in warm):
             raise RuntimeError(f"warm-up joins failed: {summarise(warm)}")
-        next_body = 20
+        next_body = WARM_UP
         for round_number in range(1, args.rounds + 1):
             cpu = cpu_seconds()
             replies, elapsed = asyncio.run(

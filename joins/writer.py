@@ -51,6 +51,7 @@ from django.db import IntegrityError, InterfaceError, OperationalError, connecti
 
 from joinadmin import metrics
 from joins.models import Host, JoinAttempt
+from joins.rows import Insert
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,14 @@ WAIT_SECONDS = 20.0
 # An idle writer closes its connection after this long, so that it holds none while idle.
 IDLE_SECONDS = 5.0
 
+_ATTEMPTS = Insert(JoinAttempt)
+_HOSTS = Insert(Host)
+
 
 class _Write:
     """One caller's write: new rows (`attempt`, and `host` whose last attempt it is), or `func`."""
 
-    __slots__ = ("attempt", "func", "future", "host", "started")
+    __slots__ = ("attempt", "attempt_values", "func", "future", "host", "host_values", "started")
 
     def __init__(
         self,
@@ -82,6 +86,17 @@ class _Write:
         self.host = host
         self.started = started
         self.future: Future[Any] = Future()
+        # The rows' database values (joins/rows.py), converted by the caller before queueing.
+        self.attempt_values: list[Any] = []
+        self.host_values: list[Any] = []
+
+    def prepare(self) -> None:
+        """Convert the rows to database values now, in the caller's thread, so that the writer
+        does not during its turn at the write lock."""
+        assert self.attempt is not None
+        self.attempt_values = _ATTEMPTS.values(self.attempt)
+        if self.host is not None:
+            self.host_values = _HOSTS.values(self.host)
 
     def insert_alone(self) -> None:
         """The rows of an insert, one statement each (in the caller's savepoint)."""
@@ -135,6 +150,7 @@ class JoinWriter:
                 item.forget_keys()  # rolled back: as after a failed write of a batch
                 raise
             return
+        item.prepare()
         self._submit(item, WAIT_SECONDS)
 
     def write(self, func: Callable[[], T], *, wait: float = WAIT_SECONDS) -> T:
@@ -294,14 +310,13 @@ def _insert_rows(items: list[_Write]) -> list[tuple[_Write, bool, Any]]:
             with transaction.atomic():
                 attempts = [item.attempt for item in ready]
                 _number_rows(JoinAttempt, attempts)
-                JoinAttempt.objects.bulk_create(attempts)
-                hosts = []
-                for item in ready:
-                    if item.host is not None:
-                        item.host.last_attempt = item.attempt
-                        hosts.append(item.host)
-                _number_rows(Host, hosts)
-                Host.objects.bulk_create(hosts)
+                _ATTEMPTS.run([(item.attempt, _attempt_values(item)) for item in ready])
+                hosts = [item for item in ready if item.host is not None]
+                for item in hosts:
+                    item.host.last_attempt = item.attempt
+                    _HOSTS.set(item.host_values, item.host, "last_attempt_id")
+                _number_rows(Host, [item.host for item in hosts])
+                _HOSTS.run([(item.host, item.host_values) for item in hosts])
             return results + [(item, True, None) for item in ready]
         except IntegrityError:
             for item in ready:
@@ -315,6 +330,15 @@ def _insert_rows(items: list[_Write]) -> list[tuple[_Write, bool, Any]]:
             item.forget_keys()
             results.append((item, False, exc))
     return results
+
+
+def _attempt_values(item: _Write) -> list[Any]:
+    """The attempt's database values, its duration (set at the write) converted again; prepared
+    here if its caller did not."""
+    if not item.attempt_values:
+        item.prepare()
+    _ATTEMPTS.set(item.attempt_values, item.attempt, "duration_ms")
+    return item.attempt_values
 
 
 def _number_rows(model: type[Host] | type[JoinAttempt], rows: list[Any]) -> None:

@@ -357,6 +357,26 @@ def test_moto_names_the_unknown_ids_of_a_refused_batch(world):
     assert Ec2Lookup().describe(region=REGION, instance_ids=[known, "i-0123456789abcdef0"]) == {}
 
 
+def test_a_client_for_another_region_does_not_read_ec2s_description_again(world, monkeypatch):
+    from botocore.loaders import JSONFileLoader
+
+    read: list[str] = []
+    real = JSONFileLoader.load_file
+
+    def spy(self, file_path):  # type: ignore[no-untyped-def]
+        read.append(str(file_path))
+        return real(self, file_path)
+
+    monkeypatch.setattr(JSONFileLoader, "load_file", spy)
+    lookup = Ec2Lookup()
+    lookup._client(REGION, "")
+    assert any("/ec2/" in path for path in read)  # the first client reads it
+    read.clear()
+    other = lookup._client("eu-west-1", "")
+    assert other is not lookup._client(REGION, "")
+    assert not [path for path in read if "/ec2/" in path]
+
+
 class _Raw:
     def __init__(self, body: bytes) -> None:
         self._body = body

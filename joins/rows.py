@@ -1,0 +1,105 @@
+"""New rows as the parameters of one multi-row INSERT, converted by the thread that made them.
+
+Why: the join writer (joins/writer.py) inserts a batch's attempts and hosts during its
+process's turn at the database's write lock, which on SQLite every process's writer waits for.
+Through `bulk_create` it converted every value of every row there, in one thread among a
+hundred busy ones: about half of a 20 ms turn for 40 joins went to Django's per-field compiling
+(bench/RESULTS.md, throughput). Here each request thread converts its own rows to database
+values beforehand, with the model's own fields (`pre_save`, then `get_db_prep_save`: what
+`bulk_create` calls for each value); during the turn the writer only sets what the turn decides
+(the keys, the attempt's duration, the host's attempt) and runs one statement per table, its
+SQL built once per row count from the model's table and column names, quoted by the backend.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from functools import cache
+from typing import Any
+
+from django.db import connection, models
+
+# PostgreSQL's wire protocol numbers parameters with 16 bits.
+_POSTGRES_MAX_PARAMS = 65535
+
+
+class Insert:
+    """The INSERT of new `model` rows, every concrete column but the primary key (which the
+    caller numbers, or the database returns)."""
+
+    def __init__(self, model: type[models.Model]) -> None:
+        meta = model._meta
+        self.model = model
+        self._pk = meta.pk
+        self._fields = [field for field in meta.concrete_fields if field is not meta.pk]
+        self._positions = {field.attname: i for i, field in enumerate(self._fields)}
+
+    def values(self, row: models.Model) -> list[Any]:
+        """`row`'s database values, in column order: what the INSERT sends for it."""
+        return [
+            field.get_db_prep_save(field.pre_save(row, True), connection) for field in self._fields
+        ]
+
+    def set(self, values: list[Any], row: models.Model, attname: str) -> None:
+        """Convert `row`'s `attname` again into `values` (it changed after `values()`)."""
+        position = self._positions[attname]
+        field = self._fields[position]
+        values[position] = field.get_db_prep_save(getattr(row, attname), connection)
+
+    def run(self, rows: list[tuple[models.Model, list[Any]]]) -> None:
+        """INSERT `rows` (each a model instance and its `values()`), in as few statements as
+        the database's limit on parameters allows.
+
+        Rows numbered beforehand (every one has a primary key) are inserted with it; otherwise
+        the database returns the keys (`RETURNING`, in the order of the rows) and they are set
+        on the instances. Either way the instances are then saved ones, as after `bulk_create`.
+        """
+        if not rows:
+            return
+        numbered = all(row.pk is not None for row, _ in rows)
+        per_row = len(self._fields) + (1 if numbered else 0)
+        chunk = max(1, _max_params() // per_row)
+        with connection.cursor() as cursor:
+            for start in range(0, len(rows), chunk):
+                part = rows[start : start + chunk]
+                params: list[Any] = []
+                for row, values in part:
+                    if numbered:
+                        params.append(self._pk.get_db_prep_save(row.pk, connection))
+                    params.extend(values)
+                cursor.execute(_sql(connection.vendor, self.model, len(part), numbered), params)
+                if not numbered:
+                    for (row, _), (key,) in zip(part, cursor.fetchall(), strict=True):
+                        row.pk = key
+        for row, _ in rows:
+            row._state.adding = False
+            row._state.db = connection.alias
+
+
+def _max_params() -> int:
+    """Parameters one statement may carry on this connection's database."""
+    if connection.vendor == "sqlite":
+        connection.ensure_connection()
+        return connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    return connection.features.max_query_params or _POSTGRES_MAX_PARAMS
+
+
+@cache
+def _sql(vendor: str, model: type[models.Model], count: int, numbered: bool) -> str:
+    """`INSERT INTO table (columns) VALUES (...), ...` for `count` rows; with the primary key
+    first when `numbered`, else returning it (`vendor` keys the cache: its quoting)."""
+    quote = connection.ops.quote_name
+    meta = model._meta
+    fields = [field for field in meta.concrete_fields if field is not meta.pk]
+    columns = [field.column for field in fields]
+    if numbered:
+        columns.insert(0, meta.pk.column)
+    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    # Identifiers come from the model's meta and are quoted; values only ever go as parameters.
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(c) for c in columns)}) "  # noqa: S608
+        f"VALUES {', '.join([row] * count)}"
+    )
+    if not numbered:
+        sql += f" RETURNING {quote(meta.pk.column)}"
+    return sql
