@@ -19,6 +19,18 @@ from typing import Any
 
 from django.db import connection, models
 
+# Fields that send a value of this exact type (or None) to the database as it is.
+_UNCHANGED: dict[type[models.Field], type] = {
+    models.CharField: str,
+    models.TextField: str,
+    models.IntegerField: int,
+    models.BigIntegerField: int,
+    models.PositiveIntegerField: int,
+    models.FloatField: float,
+    models.DateTimeField: type(None),
+    models.ForeignKey: int,
+}
+
 # PostgreSQL's wire protocol numbers parameters with 16 bits.
 _POSTGRES_MAX_PARAMS = 65535
 
@@ -33,12 +45,26 @@ class Insert:
         self._pk = meta.pk
         self._fields = [field for field in meta.concrete_fields if field is not meta.pk]
         self._positions = {field.attname: i for i, field in enumerate(self._fields)}
+        # Per column: the attribute, its field, and the Python type whose values the field
+        # would send unchanged (None: always convert).
+        self._plan = [(field.attname, field, _UNCHANGED.get(type(field))) for field in self._fields]
 
     def values(self, row: models.Model) -> list[Any]:
-        """`row`'s database values, in column order: what the INSERT sends for it."""
-        return [
-            field.get_db_prep_save(field.pre_save(row, True), connection) for field in self._fields
-        ]
+        """`row`'s database values, in column order: what the INSERT sends for it.
+
+        The same as `field.get_db_prep_save(field.pre_save(row, True), connection)` for every
+        field (a test holds them equal), without its dozen calls for the values that go
+        unchanged: a `str` in a text column, an `int` in an integer one or a foreign key, None
+        in any of these or in a time column. None of the models' fields of these types sets its value
+        on save (`pre_save`), so the attribute is read as it is.
+        """
+        values = []
+        for attname, field, unchanged in self._plan:
+            value = getattr(row, attname)
+            if unchanged is None or not (value is None or type(value) is unchanged):
+                value = field.get_db_prep_save(field.pre_save(row, True), connection)
+            values.append(value)
+        return values
 
     def set(self, values: list[Any], row: models.Model, attname: str) -> None:
         """Convert `row`'s `attname` again into `values` (it changed after `values()`)."""

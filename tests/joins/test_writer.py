@@ -272,3 +272,42 @@ def test_sqlite_writers_take_turns_through_a_lock_file(writer: JoinWriter) -> No
     threads[0].join(10)
     assert results == [None]
     assert JoinAttempt.objects.filter(host_id="waited").exists()
+
+
+def _full_attempt() -> JoinAttempt:
+    row = attempt("123456789012-i-0123456789abcdef0")
+    row.pending_time = NOW
+    row.roles = ["Node", "Db"]
+    row.checks = [{"name": "token", "ok": True, "detail": "ünïcode <b>"}]
+    row.duration_ms = 12.5
+    row.token_snapshot = {"kind": "token", "spec": {"roles": ["Node"]}}
+    row.document = {"accountId": "123456789012"}
+    row.matched_rule = 0
+    return row
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_full_attempt, lambda: attempt("a-1", "denied"), lambda: host("123456789012-i-0abc")],
+    ids=["attempt, every field set", "attempt, defaults", "host"],
+)
+def test_prepared_values_are_what_django_would_send(make: Callable[[], Any]) -> None:
+    from joins.rows import Insert
+
+    row = make()
+    fields = [f for f in type(row)._meta.concrete_fields if not f.primary_key]
+    expected = [f.get_db_prep_save(f.pre_save(row, True), connection) for f in fields]
+    assert [repr(v) for v in Insert(type(row)).values(row)] == [repr(v) for v in expected]
+
+
+def test_rows_read_back_as_written(writer: JoinWriter) -> None:
+    row, registered = _full_attempt(), host("123456789012-i-0123456789abcdef0")
+    registered.cert_expires = NOW
+    writer.insert(row, registered, started=time.monotonic())
+    stored = JoinAttempt.objects.get(pk=row.pk)
+    for name in ("time", "pending_time", "roles", "checks", "token_snapshot", "document"):
+        assert getattr(stored, name) == getattr(row, name), name
+    assert stored.matched_rule == 0 and stored.duration_ms > 0
+    again = Host.objects.get(pk=registered.pk)
+    assert again.last_attempt_id == row.pk
+    assert (again.roles, again.cert_expires, again.join_count) == (["Node"], NOW, 1)
