@@ -339,7 +339,7 @@ class Server:
                 sys.executable,
                 "-c",
                 "import runpy; c = runpy.run_path('gunicorn.conf.py'); "
-                "print(c['workers'], c['threads'], c['pin_workers'])",
+                "print(c['workers'], c['threads'], c['pin_workers'], c['reuse_port'])",
             ],
             cwd=ROOT,
             env=self.env,
@@ -349,7 +349,15 @@ class Server:
         ).stdout.split()
         database = "PostgreSQL" if self.database is not None else "SQLite (WAL) in the data dir"
         pinned = ", each pinned to a CPU" if shape[2] == "True" else ", not pinned"
-        return f"{database}; gunicorn gthread, {shape[0]} workers x {shape[1]} threads{pinned}"
+        sockets = (
+            ", each listening on a socket of its own"
+            if shape[3] == "True"
+            else ", sharing one listening socket"
+        )
+        return (
+            f"{database}; gunicorn gthread, {shape[0]} workers x {shape[1]} threads{pinned}"
+            f"{sockets}"
+        )
 
 
 class Database:

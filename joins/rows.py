@@ -55,8 +55,8 @@ class Insert:
         The same as `field.get_db_prep_save(field.pre_save(row, True), connection)` for every
         field (a test holds them equal), without its dozen calls for the values that go
         unchanged: a `str` in a text column, an `int` in an integer one or a foreign key, None
-        in any of these or in a time column. None of the models' fields of these types sets its value
-        on save (`pre_save`), so the attribute is read as it is.
+        in any of these or in a time column. None of the models' fields of these types sets
+        its value on save (`pre_save`), so the attribute is read as it is.
         """
         values = []
         for attname, field, unchanged in self._plan:
