@@ -18,6 +18,7 @@ from functools import cache
 from typing import Any
 
 from django.db import connection, models
+from django.db.backends.base.operations import BaseDatabaseOperations
 
 # Fields that send a value of this exact type (or None) to the database as it is.
 _UNCHANGED: dict[type[models.Field], type] = {
@@ -45,9 +46,9 @@ class Insert:
         self._pk = meta.pk
         self._fields = [field for field in meta.concrete_fields if field is not meta.pk]
         self._positions = {field.attname: i for i, field in enumerate(self._fields)}
-        # Per column: the attribute, its field, and the Python type whose values the field
-        # would send unchanged (None: always convert).
-        self._plan = [(field.attname, field, _UNCHANGED.get(type(field))) for field in self._fields]
+        # Per database vendor, per column: the attribute, its field, and the Python type whose
+        # values the field sends unchanged there (None: always convert).
+        self._plans: dict[str, list[tuple[str, models.Field, type | None]]] = {}
 
     def values(self, row: models.Model) -> list[Any]:
         """`row`'s database values, in column order: what the INSERT sends for it.
@@ -59,12 +60,30 @@ class Insert:
         its value on save (`pre_save`), so the attribute is read as it is.
         """
         values = []
-        for attname, field, unchanged in self._plan:
+        for attname, field, unchanged in self._plan():
             value = getattr(row, attname)
             if unchanged is None or not (value is None or type(value) is unchanged):
                 value = field.get_db_prep_save(field.pre_save(row, True), connection)
             values.append(value)
         return values
+
+    def _plan(self) -> list[tuple[str, models.Field, type | None]]:
+        plan = self._plans.get(connection.vendor)
+        if plan is None:
+            # A backend that adapts integers itself (psycopg's typed Int4 and Int8, so that
+            # PostgreSQL knows their types) gets them converted as Django does.
+            adapts = (
+                type(connection.ops).adapt_integerfield_value
+                is not BaseDatabaseOperations.adapt_integerfield_value
+            )
+            plan = []
+            for field in self._fields:
+                unchanged = _UNCHANGED.get(type(field))
+                if unchanged is int and adapts:
+                    unchanged = None
+                plan.append((field.attname, field, unchanged))
+            self._plans[connection.vendor] = plan
+        return plan
 
     def set(self, values: list[Any], row: models.Model, attname: str) -> None:
         """Convert `row`'s `attname` again into `values` (it changed after `values()`)."""
