@@ -14,7 +14,6 @@ SQL built once per row count from the model's table and column names, quoted by 
 from __future__ import annotations
 
 import sqlite3
-from functools import cache
 from typing import Any
 
 from django.db import connection, models
@@ -49,6 +48,8 @@ class Insert:
         # Per database vendor, per column: the attribute, its field, and the Python type whose
         # values the field sends unchanged there (None: always convert).
         self._plans: dict[str, list[tuple[str, models.Field, type | None]]] = {}
+        # The statement per (vendor, rows, numbered): see `_sql`.
+        self._statements: dict[tuple[str, int, bool], str] = {}
 
     def values(self, row: models.Model) -> list[Any]:
         """`row`'s database values, in column order: what the INSERT sends for it.
@@ -112,13 +113,35 @@ class Insert:
                     if numbered:
                         params.append(self._pk.get_db_prep_save(row.pk, connection))
                     params.extend(values)
-                cursor.execute(_sql(connection.vendor, self.model, len(part), numbered), params)
+                cursor.execute(self._sql(len(part), numbered), params)
                 if not numbered:
                     for (row, _), (key,) in zip(part, cursor.fetchall(), strict=True):
                         row.pk = key
         for row, _ in rows:
             row._state.adding = False
             row._state.db = connection.alias
+
+    def _sql(self, count: int, numbered: bool) -> str:
+        """`INSERT INTO table (columns) VALUES (...), ...` for `count` rows; with the primary key
+        first when `numbered`, else returning it. Kept per vendor (its quoting)."""
+        key = (connection.vendor, count, numbered)
+        sql = self._statements.get(key)
+        if sql is None:
+            quote = connection.ops.quote_name
+            columns = [field.column for field in self._fields]
+            if numbered:
+                columns.insert(0, self._pk.column)
+            row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+            # Identifiers come from the model's meta and are quoted; values only ever go as
+            # parameters.
+            sql = (
+                f"INSERT INTO {quote(self.model._meta.db_table)} "  # noqa: S608
+                f"({', '.join(quote(c) for c in columns)}) VALUES {', '.join([row] * count)}"
+            )
+            if not numbered:
+                sql += f" RETURNING {quote(self._pk.column)}"
+            self._statements[key] = sql
+        return sql
 
 
 def _max_params() -> int:
@@ -127,24 +150,3 @@ def _max_params() -> int:
         connection.ensure_connection()
         return connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     return connection.features.max_query_params or _POSTGRES_MAX_PARAMS
-
-
-@cache
-def _sql(vendor: str, model: type[models.Model], count: int, numbered: bool) -> str:
-    """`INSERT INTO table (columns) VALUES (...), ...` for `count` rows; with the primary key
-    first when `numbered`, else returning it (`vendor` keys the cache: its quoting)."""
-    quote = connection.ops.quote_name
-    meta = model._meta
-    fields = [field for field in meta.concrete_fields if field is not meta.pk]
-    columns = [field.column for field in fields]
-    if numbered:
-        columns.insert(0, meta.pk.column)
-    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    # Identifiers come from the model's meta and are quoted; values only ever go as parameters.
-    sql = (
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(c) for c in columns)}) "  # noqa: S608
-        f"VALUES {', '.join([row] * count)}"
-    )
-    if not numbered:
-        sql += f" RETURNING {quote(meta.pk.column)}"
-    return sql

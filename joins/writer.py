@@ -333,10 +333,8 @@ def _insert_rows(items: list[_Write]) -> list[tuple[_Write, bool, Any]]:
 
 
 def _attempt_values(item: _Write) -> list[Any]:
-    """The attempt's database values, its duration (set at the write) converted again; prepared
-    here if its caller did not."""
-    if not item.attempt_values:
-        item.prepare()
+    """The attempt's database values (prepared by `insert`), its duration, set at the write,
+    converted again."""
     _ATTEMPTS.set(item.attempt_values, item.attempt, "duration_ms")
     return item.attempt_values
 

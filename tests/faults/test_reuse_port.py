@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import http.client
 import os
-import time
 from pathlib import Path
 
-from tests.support.live import Gunicorn, running
+from tests.support.live import Gunicorn, running, wait_for
 
 LISTEN, ESTABLISHED = "0A", "01"
 
@@ -38,13 +37,9 @@ def _held_by(pid: int, inodes: set[str]) -> set[str]:
 
 
 def _two_workers(server: Gunicorn) -> list[int]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        workers = server.workers()
-        if len(workers) == 2:
-            return workers
-        time.sleep(0.1)
-    raise AssertionError("two workers did not start")
+    workers = wait_for(lambda: len(found := server.workers()) == 2 and found, "two workers")
+    assert isinstance(workers, list)
+    return workers
 
 
 def test_each_worker_listens_on_a_socket_of_its_own_and_connections_spread(

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from joinadmin.affinity import least_used_cpu
-from tests.support.live import Gunicorn, running
+from tests.support.live import Gunicorn, running, wait_for
 
 ALLOWED = frozenset(os.sched_getaffinity(0))
 
@@ -28,16 +26,6 @@ def test_a_new_worker_takes_the_least_used_cpu() -> None:
 def test_no_allowed_cpu_is_an_error() -> None:
     with pytest.raises(ValueError, match="no CPU"):
         least_used_cpu(set(), [])
-
-
-def _wait_for(condition: Callable[[], object], what: str, seconds: float = 30) -> object:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _affinities(server: Gunicorn, count: int) -> dict[int, frozenset[int]] | None:
@@ -69,13 +57,13 @@ def test_pinned_workers_each_hold_a_cpu_and_a_replacement_takes_the_freed_one(
         threads=2,
     )
     with running(server):
-        first = _wait_for(lambda: _pinned(server, 2), "two pinned workers")
+        first = wait_for(lambda: _pinned(server, 2), "two pinned workers")
         assert isinstance(first, dict)
         assert all(cpus <= ALLOWED for cpus in first.values())
 
         killed = min(first)
         os.kill(killed, signal.SIGKILL)
-        second = _wait_for(
+        second = wait_for(
             lambda: (found := _pinned(server, 2)) and killed not in found and found,
             "the killed worker's replacement, pinned",
         )
@@ -93,7 +81,7 @@ def test_pinned_workers_each_hold_a_cpu_and_a_replacement_takes_the_freed_one(
 def test_workers_are_not_pinned_by_default(tmp_path: Path) -> None:
     server = Gunicorn({"JOINADMIN_DATA_DIR": str(tmp_path)}, workers=2, threads=2)
     with running(server):
-        found = _wait_for(lambda: _affinities(server, 2), "two workers")
+        found = wait_for(lambda: _affinities(server, 2), "two workers")
         assert isinstance(found, dict)
         assert all(cpus == ALLOWED for cpus in found.values())
         assert "pinned to CPU" not in (tmp_path / "gunicorn.log").read_text()
