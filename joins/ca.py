@@ -21,6 +21,7 @@ Unknown non-critical extensions are ignored by relying parties that do not know 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -30,8 +31,8 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import NameOID
 
 from joins.ca_errors import CAError, CAKeyError, CAUnusableError
 from joins.keys import (
@@ -53,6 +54,8 @@ from joins.keys import (
     load_public_tls_key,
 )
 from joins.keywrap import MIN_SECRET_CHARS, PrivateKey, decrypt_private_key, encrypt_private_key
+from joins.leafcert import LeafEncoder, tlv
+from joins.sshcert import CAKey, host_certificate
 
 # Public key checks (`joins.keys`), key sealing (`joins.keywrap`) and the CA errors
 # (`joins.ca_errors`) live in their own modules; callers keep importing every name from here.
@@ -137,16 +140,8 @@ def _check_cluster_name(cluster_name: object) -> str:
     return cluster_name
 
 
-def _der_tlv(tag: int, content: bytes) -> bytes:
-    length = len(content)
-    if length < 0x80:
-        return bytes([tag, length]) + content
-    size = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(size)]) + size + content
-
-
 def _encode_roles(roles: Sequence[str]) -> bytes:
-    return _der_tlv(0x30, b"".join(_der_tlv(0x0C, role.encode("utf-8")) for role in roles))
+    return tlv(0x30, b"".join(tlv(0x0C, role.encode("utf-8")) for role in roles))
 
 
 def _decode_roles(data: bytes) -> list[str]:
@@ -212,6 +207,10 @@ class HostCA:
     tls_key: ec.EllipticCurvePrivateKey = field(repr=False)
     tls_cert: x509.Certificate
     ssh_key: ed25519.Ed25519PrivateKey = field(repr=False)
+    # What signing needs of the CA, encoded once (joins/leafcert.py, joins/sshcert.py).
+    leaf_encoder: LeafEncoder = field(init=False, repr=False, compare=False)
+    ssh_ca_key: CAKey = field(init=False, repr=False, compare=False)
+    cluster_name: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.tls_key, ec.EllipticCurvePrivateKey) or not isinstance(
@@ -233,12 +232,17 @@ class HostCA:
         names = self.tls_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
         if len(names) != 1:
             raise CAKeyError("the TLS CA certificate must name exactly one organisation")
-
-    @property
-    def cluster_name(self) -> str:
-        """The cluster this CA serves, as written in its certificate's O attribute."""
-        value = self.tls_cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value
-        return value if isinstance(value, str) else value.decode()
+        try:
+            leaf_encoder = LeafEncoder(self.tls_key, self.tls_cert, roles_oid=HOST_ROLES_OID)
+        except x509.ExtensionNotFound:
+            raise CAKeyError("the TLS CA certificate has no subject key identifier") from None
+        # The cluster this CA serves is the one written in its certificate's O attribute.
+        value = names[0].value
+        object.__setattr__(
+            self, "cluster_name", value if isinstance(value, str) else value.decode()
+        )
+        object.__setattr__(self, "leaf_encoder", leaf_encoder)
+        object.__setattr__(self, "ssh_ca_key", CAKey(self.ssh_key))
 
     @property
     def not_after(self) -> datetime:
@@ -328,20 +332,6 @@ class IssuedCredentials:
     not_after: datetime
 
 
-def _leaf_key_usage(key: PublicKey) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=isinstance(key, rsa.RSAPublicKey),
-        data_encipherment=False,
-        key_agreement=isinstance(key, ec.EllipticCurvePublicKey),
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
 def issue_host_credentials(
     ca: HostCA,
     *,
@@ -398,82 +388,43 @@ def issue_host_credentials(
     # Compared before adding so that an absurd ttl cannot overflow the datetime.
     not_after = ca_end if ttl >= ca_end - start else start + ttl
 
-    sans: dict[tuple[str, str], x509.GeneralName] = {}
+    # The certificate's names in order, each once: host names, then IP addresses as such.
+    sans: dict[tuple[str, str], str | ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
     principals: dict[str, None] = {}
     for value in [host, node, *dns, *extra]:
-        if isinstance(value, str):
-            sans.setdefault(("dns", value), x509.DNSName(value))
-        else:
-            sans.setdefault(("ip", str(value)), x509.IPAddress(value))
+        sans.setdefault(("dns" if isinstance(value, str) else "ip", str(value)), value)
         principals.setdefault(str(value))
 
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, cluster_name),
-            *(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role) for role in role_list),
-            x509.NameAttribute(NameOID.COMMON_NAME, host),
-        ]
-    )
-    ca_ski = ca.tls_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     serial = _random_serial(128)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca.tls_cert.subject)
-        .public_key(tls_key)
-        .serial_number(serial)
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_leaf_key_usage(tls_key), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectAlternativeName(list(sans.values())), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(tls_key), critical=False)
-        .add_extension(
-            x509.UnrecognizedExtension(HOST_ROLES_OID, _encode_roles(role_list)), critical=False
-        )
+    tls_cert_pem = ca.leaf_encoder.issue(
+        public_key=tls_key,
+        serial=serial,
+        not_before=not_before,
+        not_after=not_after,
+        organization=cluster_name,
+        units=role_list,
+        common_name=host,
+        names=list(sans.values()),
+        roles=_encode_roles(role_list),
+        crl_url=crl_url,
     )
-    if crl_url:
-        builder = builder.add_extension(
-            x509.CRLDistributionPoints(
-                [
-                    x509.DistributionPoint(
-                        [x509.UniformResourceIdentifier(crl_url)], None, None, None
-                    )
-                ]
-            ),
-            critical=False,
-        )
-    cert = builder.sign(ca.tls_key, hashes.SHA256())
 
     ssh_cert: str | None = None
     ssh_serial: int | None = None
     if ssh_key is not None:
         ssh_serial = _random_serial(64)
-        ssh_cert = (
-            serialization.SSHCertificateBuilder()
-            .public_key(ssh_key)
-            .serial(ssh_serial)
-            .type(serialization.SSHCertificateType.HOST)
-            .key_id(host.encode("ascii"))
-            .valid_principals([p.encode("ascii") for p in principals])
-            .valid_after(int(not_before.timestamp()))
-            .valid_before(int(not_after.timestamp()))
-            .sign(ca.ssh_key)
-            .public_bytes()
-            .decode("ascii")
+        ssh_cert = host_certificate(
+            ca.ssh_ca_key,
+            ssh_key,
+            serial=ssh_serial,
+            key_id=host,
+            principals=list(principals),
+            valid_after=int(not_before.timestamp()),
+            valid_before=int(not_after.timestamp()),
         )
 
     return IssuedCredentials(
-        tls_cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+        tls_cert_pem=tls_cert_pem,
         tls_serial=format(serial, "x"),
         ssh_cert=ssh_cert,
         ssh_serial=ssh_serial,

@@ -257,7 +257,8 @@ def _hostname(value: object, field: str) -> str:
     if len(name) > 253:
         raise KeyRejected(field, f"{field}: {shown!r}... is longer than 253 characters.")
     labels = name.split(".")
-    if _is_ip(name) or labels[-1].isdigit():
+    # An IPv4 address ends in digits; an IPv6 address has colons (no host name has either).
+    if labels[-1].isdigit() or (":" in name and _is_ip(name)):
         raise KeyRejected(
             field,
             f"{field}: {shown!r} is (or looks like) an IP address; give IP addresses in "
