@@ -81,6 +81,14 @@ def on_starting(server):
             os.remove(os.path.join(path, name))
 
 
+def post_worker_init(worker):
+    """Load what the first joins would load and set it aside from garbage collection
+    (joinadmin/worker.py says why)."""
+    from joinadmin.worker import prepare
+
+    prepare()
+
+
 def child_exit(server, worker):
     """Tell prometheus_client that a worker is gone, so its live-only values stop counting."""
     from prometheus_client import multiprocess

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 
 
 @cache
@@ -61,14 +61,16 @@ def select(
     """`SELECT fields FROM model [WHERE where = value] [ORDER BY order_by] [LIMIT limit]`.
 
     `order_by` is a field name, with a leading "-" for descending order."""
-    sql = _sql(connection.vendor, model, tuple(fields), where, order_by, limit)
+    db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` looks the thread's up again
+    sql = _sql(db.vendor, model, tuple(fields), where, order_by, limit)
     params = [value] if where is not None else []
-    if connection.vendor == "sqlite" and not connection.queries_logged:
-        connection.ensure_connection()
-        connection.validate_thread_sharing()
-        with connection.wrap_database_errors:
-            return connection.connection.execute(_qmarks(sql), params).fetchall()
-    with connection.cursor() as cursor:
+    if db.vendor == "sqlite" and not db.queries_logged:
+        if db.connection is None:
+            db.ensure_connection()
+        db.validate_thread_sharing()
+        with db.wrap_database_errors:
+            return db.connection.execute(_qmarks(sql), params).fetchall()
+    with db.cursor() as cursor:
         cursor.execute(sql, params)
         return list(cursor.fetchall())
 

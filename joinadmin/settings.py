@@ -277,6 +277,9 @@ AWS_TIME_BUDGET_SECONDS = float(os.environ.get("JOINADMIN_AWS_TIME_BUDGET_SECOND
 # for a partial call (a bucket of BURST, one back per INTERVAL), or 250 ms after the last lookup
 # joined it even without a token. Off: one call per join.
 AWS_COALESCE = env_bool("JOINADMIN_AWS_COALESCE", True)
+# gunicorn workers set aside what they loaded before serving from garbage collection
+# (joinadmin/worker.py).
+GC_FREEZE = env_bool("JOINADMIN_GC_FREEZE", True)
 AWS_COALESCE_WINDOW_MS = float(os.environ.get("JOINADMIN_AWS_COALESCE_WINDOW_MS", "50"))
 AWS_COALESCE_INTERVAL_MS = float(os.environ.get("JOINADMIN_AWS_COALESCE_INTERVAL_MS", "2000"))
 AWS_COALESCE_BURST = int(os.environ.get("JOINADMIN_AWS_COALESCE_BURST", "2"))

@@ -198,6 +198,16 @@ class Ec2Lookup:
         self._assume_locks: dict[tuple[str, str], threading.Lock] = {}
         self.calls = 0
 
+    def preload(self) -> None:
+        """Load what every EC2 and STS client of the session needs (the two services'
+        descriptions, the endpoint rules) without making a client: no credentials are resolved
+        and nothing reaches the network. A worker does it before serving (joinadmin/worker.py)."""
+        with self._lock:
+            botocore_session = self._session._session
+            for service in ("ec2", "sts"):
+                botocore_session.get_service_model(service)
+            botocore_session._get_internal_component("endpoint_resolver")
+
     def describe(
         self,
         *,

@@ -14,21 +14,29 @@ SQL built once per row count from the model's table and column names, quoted by 
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime
 from typing import Any
 
 from django.db import connection, models
 from django.db.backends.base.operations import BaseDatabaseOperations
 
-# Fields that send a value of this exact type (or None) to the database as it is.
-_UNCHANGED: dict[type[models.Field], type] = {
+# What a field's values need on their way to the database (see `Insert.values`): a type whose
+# values (and None) go as they are, `_JSON` for the JSON adapter, or `_CONVERT` for the field's
+# whole conversion; `_TIME` sends an aware `datetime` to the backend's adapter for times.
+_JSON = object()
+_TIME = object()
+_CONVERT = object()
+_JSON_CONTAINERS = (dict, list)
+_KINDS: dict[type[models.Field], Any] = {
     models.CharField: str,
     models.TextField: str,
     models.IntegerField: int,
     models.BigIntegerField: int,
     models.PositiveIntegerField: int,
     models.FloatField: float,
-    models.DateTimeField: type(None),
+    models.DateTimeField: _TIME,
     models.ForeignKey: int,
+    models.JSONField: _JSON,
 }
 
 # PostgreSQL's wire protocol numbers parameters with 16 bits.
@@ -45,9 +53,8 @@ class Insert:
         self._pk = meta.pk
         self._fields = [field for field in meta.concrete_fields if field is not meta.pk]
         self._positions = {field.attname: i for i, field in enumerate(self._fields)}
-        # Per database vendor, per column: the attribute, its field, and the Python type whose
-        # values the field sends unchanged there (None: always convert).
-        self._plans: dict[str, list[tuple[str, models.Field, type | None]]] = {}
+        # Per database vendor, per column: the attribute, its field, what its values need.
+        self._plans: dict[str, list[tuple[str, models.Field, Any]]] = {}
         # The statement per (vendor, rows, numbered): see `_sql`.
         self._statements: dict[tuple[str, int, bool], str] = {}
 
@@ -55,20 +62,31 @@ class Insert:
         """`row`'s database values, in column order: what the INSERT sends for it.
 
         The same as `field.get_db_prep_save(field.pre_save(row, True), connection)` for every
-        field (a test holds them equal), without its dozen calls for the values that go
-        unchanged: a `str` in a text column, an `int` in an integer one or a foreign key, None
-        in any of these or in a time column. None of the models' fields of these types sets
-        its value on save (`pre_save`), so the attribute is read as it is.
+        field (a test holds them equal), without its dozen calls where the outcome is known:
+        a `str` in a text column, an `int` in an integer one or a foreign key, None in any of
+        these or in a time column go as they are; an aware `datetime` goes straight to the
+        backend's adapter for times, a `dict` or `list` to its adapter for JSON (what the
+        field's own chain of calls ends in for such values). None of the models' fields of
+        these types sets its value on save (`pre_save`), so the attribute is read as it is.
         """
+        ops = connection.ops
         values = []
-        for attname, field, unchanged in self._plan():
+        for attname, field, kind in self._plan():
             value = getattr(row, attname)
-            if unchanged is None or not (value is None or type(value) is unchanged):
+            if (value is None and kind is not _CONVERT) or type(value) is kind:
+                pass  # as it is
+            elif kind is _JSON and type(value) in _JSON_CONTAINERS:
+                value = ops.adapt_json_value(value, field.encoder)  # type: ignore[attr-defined]
+            elif kind is _TIME and type(value) is datetime and value.tzinfo is not None:
+                value = ops.adapt_datetimefield_value(value)
+            else:
                 value = field.get_db_prep_save(field.pre_save(row, True), connection)
             values.append(value)
         return values
 
-    def _plan(self) -> list[tuple[str, models.Field, type | None]]:
+    def _plan(self) -> list[tuple[str, models.Field, Any]]:
+        """Per column: the attribute, its field, and what its values need (see `values`): a
+        type sent unchanged, `_JSON`, or `_CONVERT` (the field's whole conversion always)."""
         plan = self._plans.get(connection.vendor)
         if plan is None:
             # A backend that adapts integers itself (psycopg's typed Int4 and Int8, so that
@@ -79,10 +97,10 @@ class Insert:
             )
             plan = []
             for field in self._fields:
-                unchanged = _UNCHANGED.get(type(field))
-                if unchanged is int and adapts:
-                    unchanged = None
-                plan.append((field.attname, field, unchanged))
+                kind = _KINDS.get(type(field), _CONVERT)
+                if kind is int and adapts:
+                    kind = _CONVERT
+                plan.append((field.attname, field, kind))
             self._plans[connection.vendor] = plan
         return plan
 
