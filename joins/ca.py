@@ -55,7 +55,7 @@ from joins.keys import (
 )
 from joins.keywrap import MIN_SECRET_CHARS, PrivateKey, decrypt_private_key, encrypt_private_key
 from joins.leafcert import LeafEncoder, tlv
-from joins.sshcert import CAKey, host_certificate
+from joins.sshcert import NONCE_BYTES, CAKey, host_certificate
 
 # Public key checks (`joins.keys`), key sealing (`joins.keywrap`) and the CA errors
 # (`joins.ca_errors`) live in their own modules; callers keep importing every name from here.
@@ -264,8 +264,14 @@ class HostCA:
 
 
 def _random_serial(bits: int) -> int:
-    # Top bit set: serials then have a fixed printed length and are never zero.
-    return secrets.randbits(bits - 1) | (1 << (bits - 1))
+    return _serial(secrets.token_bytes(bits // 8))
+
+
+def _serial(random: bytes) -> int:
+    """A serial of 8 x len(random) bits from those random bytes: the top bit set (serials then
+    have a fixed printed length and are never zero), the others random."""
+    bits = 8 * len(random)
+    return (int.from_bytes(random, "big") >> 1) | (1 << (bits - 1))
 
 
 def generate_host_ca(
@@ -395,7 +401,10 @@ def issue_host_credentials(
         sans.setdefault(("dns" if isinstance(value, str) else "ip", str(value)), value)
         principals.setdefault(str(value))
 
-    serial = _random_serial(128)
+    # All the randomness a join's certificates take, in one read of the system's source:
+    # the X.509 serial (128 bits), the SSH serial (64) and the SSH certificate's nonce.
+    entropy = secrets.token_bytes(16 + 8 + NONCE_BYTES)
+    serial = _serial(entropy[:16])
     tls_cert_pem = ca.leaf_encoder.issue(
         public_key=tls_key,
         serial=serial,
@@ -412,7 +421,7 @@ def issue_host_credentials(
     ssh_cert: str | None = None
     ssh_serial: int | None = None
     if ssh_key is not None:
-        ssh_serial = _random_serial(64)
+        ssh_serial = _serial(entropy[16:24])
         ssh_cert = host_certificate(
             ca.ssh_ca_key,
             ssh_key,
@@ -421,6 +430,7 @@ def issue_host_credentials(
             principals=list(principals),
             valid_after=int(not_before.timestamp()),
             valid_before=int(not_after.timestamp()),
+            nonce=entropy[24:],
         )
 
     return IssuedCredentials(

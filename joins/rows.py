@@ -14,9 +14,10 @@ SQL built once per row count from the model's table and column names, quoted by 
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, models
 from django.db.backends.base.operations import BaseDatabaseOperations
 
@@ -54,7 +55,7 @@ class Insert:
         self._fields = [field for field in meta.concrete_fields if field is not meta.pk]
         self._positions = {field.attname: i for i, field in enumerate(self._fields)}
         # Per database vendor, per column: the attribute, its field, what its values need.
-        self._plans: dict[str, list[tuple[str, models.Field, Any]]] = {}
+        self._plans: dict[str, tuple[list[tuple[str, models.Field, Any]], bool]] = {}
         # The statement per (vendor, rows, numbered): see `_sql`.
         self._statements: dict[tuple[str, int, bool], str] = {}
 
@@ -70,23 +71,37 @@ class Insert:
         these types sets its value on save (`pre_save`), so the attribute is read as it is.
         """
         ops = connection.ops
+        plan, utc_text = self._plan()
         values = []
-        for attname, field, kind in self._plan():
+        for attname, field, kind in plan:
             value = getattr(row, attname)
             if (value is None and kind is not _CONVERT) or type(value) is kind:
                 pass  # as it is
             elif kind is _JSON and type(value) in _JSON_CONTAINERS:
                 value = ops.adapt_json_value(value, field.encoder)  # type: ignore[attr-defined]
             elif kind is _TIME and type(value) is datetime and value.tzinfo is not None:
-                value = ops.adapt_datetimefield_value(value)
+                if utc_text and value.tzinfo is UTC:
+                    value = str(value.replace(tzinfo=None))  # what the adapter makes of it
+                else:
+                    value = ops.adapt_datetimefield_value(value)
             else:
                 value = field.get_db_prep_save(field.pre_save(row, True), connection)
             values.append(value)
         return values
 
-    def _plan(self) -> list[tuple[str, models.Field, Any]]:
+    @staticmethod
+    def _utc_text() -> bool:
+        """Whether the backend stores times as text of naive UTC (SQLite with USE_TZ and the
+        connection's zone UTC): then an aware UTC `datetime` goes as `str()` of its naive
+        self, which is what the backend's adapter returns for it after converting the zone."""
+        return (
+            connection.vendor == "sqlite" and settings.USE_TZ and connection.timezone_name == "UTC"
+        )
+
+    def _plan(self) -> tuple[list[tuple[str, models.Field, Any]], bool]:
         """Per column: the attribute, its field, and what its values need (see `values`): a
-        type sent unchanged, `_JSON`, or `_CONVERT` (the field's whole conversion always)."""
+        type sent unchanged, `_JSON`, `_TIME` or `_CONVERT` (the field's whole conversion
+        always); and whether `_utc_text` holds. Kept per database vendor."""
         plan = self._plans.get(connection.vendor)
         if plan is None:
             # A backend that adapts integers itself (psycopg's typed Int4 and Int8, so that
@@ -95,13 +110,13 @@ class Insert:
                 type(connection.ops).adapt_integerfield_value
                 is not BaseDatabaseOperations.adapt_integerfield_value
             )
-            plan = []
+            columns = []
             for field in self._fields:
                 kind = _KINDS.get(type(field), _CONVERT)
                 if kind is int and adapts:
                     kind = _CONVERT
-                plan.append((field.attname, field, kind))
-            self._plans[connection.vendor] = plan
+                columns.append((field.attname, field, kind))
+            self._plans[connection.vendor] = plan = (columns, self._utc_text())
         return plan
 
     def set(self, values: list[Any], row: models.Model, attname: str) -> None:

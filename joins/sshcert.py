@@ -99,13 +99,16 @@ def host_certificate(
     """An OpenSSH host certificate for `host_key`, as one `<type> <base64>` line.
 
     Principals and the key id must already be checked names (ASCII); times are seconds since
-    the epoch. `nonce` is for tests only: by default 32 fresh random bytes, as OpenSSH does.
+    the epoch. `nonce`: 32 random bytes, fresh for each certificate (by default read here, as
+    OpenSSH does; a caller that reads its randomness in one go passes its own).
     """
     if not 0 <= serial <= _UINT64_MAX:
         raise ValueError("serial must fit in 64 bits")
     if not 0 <= valid_after <= valid_before <= _UINT64_MAX:
         raise ValueError("the validity must be ordered seconds since the epoch")
     nonce = os.urandom(NONCE_BYTES) if nonce is None else nonce
+    if len(nonce) != NONCE_BYTES:
+        raise ValueError(f"the nonce must be {NONCE_BYTES} bytes")
     key_blob = _key_blob(host_key)
     (type_length,) = struct.unpack_from(">I", key_blob)
     key_type = key_blob[4 : 4 + type_length]

@@ -111,6 +111,7 @@ def test_each_certificate_gets_a_fresh_nonce_and_verifies():
         ({"serial": -1}, "64 bits"),
         ({"valid_after": 30, "valid_before": 20}, "ordered"),
         ({"valid_after": -1}, "ordered"),
+        ({"nonce": b"short"}, "32 bytes"),
     ],
 )
 def test_values_outside_the_format_are_refused(changes, message):

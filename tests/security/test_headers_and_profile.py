@@ -220,6 +220,7 @@ def test_every_new_variable_and_metric_is_documented():
         "JOINADMIN_LOGIN_MAX_FAILURES_PER_ADDRESS",
         "JOINADMIN_LOGIN_LOCKOUT_SECONDS",
         "JOINADMIN_METRICS_ALLOW",
+        "JOINADMIN_GC_FREEZE",
         "PROMETHEUS_MULTIPROC_DIR",
     ):
         assert variable in example, variable
