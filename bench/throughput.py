@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="peak rounds per endpoint")
     parser.add_argument("--connections", type=int, default=256, help="clients in peak rounds")
     parser.add_argument("--profile", type=int, default=0, help="profile this many joins instead")
-    parser.add_argument("--documents", type=int, default=20000, help="signed join bodies")
+    parser.add_argument("--documents", type=int, default=28000, help="signed join bodies")
     parser.add_argument(
         "--database-url",
         default="",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 
@@ -23,7 +24,7 @@ from joins.iid import IdentityDocument, IIDError, verify_document
 from joins.models import Host, JoinAttempt
 from joins.outcomes import JoinRejected, Trace
 from joins.rejoin_service import RejoinGrant
-from joins.request import JoinRequest, RequestInvalid, parse_join_request
+from joins.request import NOT_JSON, JoinRequest, RequestInvalid, parse_join_request
 from joins.rules import rule_matches
 from joins.trust import certificate_store, instance_lookup
 from tokens.cache import token_for_join
@@ -45,9 +46,9 @@ def check_rate(trace: Trace, scope: str, key: str, rate_text: str) -> None:
         )
 
 
-def check_request(trace: Trace, body: bytes) -> JoinRequest:
+def check_request(trace: Trace, body: bytes, data: Any = NOT_JSON) -> JoinRequest:
     try:
-        request = parse_join_request(body)
+        request = parse_join_request(body, data)
     except RequestInvalid as exc:
         raise trace.fail("request", JoinRejected("invalid_request", exc.message)) from None
     trace.ok("request", "the request is well formed and its public keys are acceptable")

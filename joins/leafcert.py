@@ -28,6 +28,7 @@ The signature is the CA's ECDSA P-256 with SHA-256 (ecdsa-with-SHA256), from cry
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
 from collections.abc import Sequence
 from datetime import datetime
@@ -181,10 +182,7 @@ class LeafEncoder:
                 tlv(_SEQUENCE, b"".join(_general_name(name) for name in names)),
             ),
             self._authority_key_id,
-            _extension(
-                _EXT_SUBJECT_KEY_IDENTIFIER,
-                tlv(_OCTET_STRING, x509.SubjectKeyIdentifier.from_public_key(public_key).digest),
-            ),
+            _extension(_EXT_SUBJECT_KEY_IDENTIFIER, tlv(_OCTET_STRING, _key_identifier(spki))),
             _extension(self._roles_oid, roles),
         ]
         if crl_url:
@@ -212,6 +210,30 @@ class LeafEncoder:
             encoded = _extension(_EXT_CRL_DISTRIBUTION_POINTS, tlv(_SEQUENCE, point))
             self._crl_points = {url: encoded}  # one URL per server; replaced, never grows
         return encoded
+
+
+def _key_identifier(spki: bytes) -> bytes:
+    """The subject key identifier of a SubjectPublicKeyInfo: SHA-1 of its subjectPublicKey bits
+    (RFC 5280, 4.2.1.2, method 1), read from the DER that was just encoded for the certificate
+    instead of encoding the key once more."""
+    _, body = _element(spki, 0, _SEQUENCE)
+    algorithm_end, _ = _element(spki, body, _SEQUENCE)
+    end, bits = _element(spki, algorithm_end, _BIT_STRING)
+    if end != len(spki) or spki[bits] != 0:
+        raise ValueError("not a SubjectPublicKeyInfo with whole-byte key bits")
+    return hashlib.sha1(spki[bits + 1 : end], usedforsecurity=False).digest()
+
+
+def _element(der: bytes, position: int, tag: int) -> tuple[int, int]:
+    """The element of tag `tag` at `position` in `der`: (where it ends, where its content
+    starts)."""
+    if der[position] != tag:
+        raise ValueError(f"expected tag {tag:#x} at {position}")
+    length, start = der[position + 1], position + 2
+    if length & 0x80:
+        size = length & 0x7F
+        length, start = int.from_bytes(der[start : start + size], "big"), start + size
+    return start + length, start
 
 
 def _key_usage(key: PublicKey) -> bytes:

@@ -43,12 +43,22 @@ class JoinRequest:
     rejoin: RejoinProof | None = None
 
 
+# What `decode` returns for a body that is not JSON.
+NOT_JSON = object()
+
+
+def decode(body: bytes) -> Any:
+    """The body's JSON value, or NOT_JSON (`parse_join_request` then says what is wrong). A
+    join decodes its body once, for its audit row and for its checks."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return NOT_JSON
+
+
 def peek(body: bytes) -> dict[str, Any]:
     """Best-effort read of the body for the audit row, even when it is not a valid request."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return {}
+    data = decode(body)
     return data if isinstance(data, dict) else {}
 
 
@@ -119,12 +129,14 @@ def _rejoin(data: dict) -> RejoinProof | None:
     return RejoinProof(challenge=texts["challenge"], signature=signature)
 
 
-def parse_join_request(body: bytes) -> JoinRequest:
-    """Parse and check the request body; raises RequestInvalid naming the field and the fix."""
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestInvalid(f"the body is not JSON: {exc}") from None
+def parse_join_request(body: bytes, data: Any = NOT_JSON) -> JoinRequest:
+    """Parse and check the request body (`data`: its value from `decode`, when the caller has
+    it); raises RequestInvalid naming the field and the fix."""
+    if data is NOT_JSON:
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RequestInvalid(f"the body is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise RequestInvalid("the body must be a JSON object")
     token = _string(data, "token", required=True, limit=200)

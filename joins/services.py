@@ -46,7 +46,7 @@ from joins.models import Host, JoinAttempt
 from joins.outcomes import JoinRejected, JoinResult, Trace
 from joins.rejoin import epoch_us, public_pem
 from joins.rejoin_service import RejoinGrant, check_rejoin, claim_rejoin
-from joins.request import JoinRequest, peek
+from joins.request import NOT_JSON, JoinRequest, decode
 from joins.writer import writer
 from tokens.resource import TokenResource
 
@@ -61,7 +61,8 @@ def perform_join(
     now = timezone.now()
     trace = Trace()
     attempt = JoinAttempt(time=now, remote_addr=remote_addr[:64], user_agent=user_agent[:300])
-    _prefill(attempt, peek(body) if not too_large else {})
+    data = decode(body) if not too_large else NOT_JSON
+    _prefill(attempt, data if isinstance(data, dict) else {})
     try:
         if too_large:
             limit = settings.JOIN_MAX_BODY_BYTES
@@ -73,7 +74,7 @@ def perform_join(
                 ),
             )
         check_rate(trace, "source", remote_addr, settings.JOIN_RATE_LIMIT)
-        request = check_request(trace, body)
+        request = check_request(trace, body, data)
         check_rate(trace, "token", request.token, settings.JOIN_TOKEN_RATE_LIMIT)
         token = check_token(trace, request, now, attempt)
         roles = check_roles(trace, request, token)
