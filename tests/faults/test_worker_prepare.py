@@ -38,7 +38,8 @@ def _loaded_services() -> set[str]:
 def test_preparing_loads_the_aws_descriptions_and_freezes_what_exists(unfrozen: None) -> None:
     frozen = prepare()
     assert frozen > 10_000  # Django, DRF, botocore's descriptions: far more than a request
-    assert gc.get_freeze_count() == frozen
+    # Frozen objects still die by reference counting, so the count may have moved a little.
+    assert gc.get_freeze_count() > frozen - 1_000
     assert {"ec2", "sts"} <= _loaded_services()
 
 
