@@ -571,3 +571,49 @@ def summarise(replies: Sequence[Reply]) -> dict[str, int]:
 def cpu_seconds() -> float:
     """CPU time of this process (the client) so far."""
     return time.process_time()
+
+
+class ServerMeter:
+    """The CPU time the server's worker processes spend, and the share of the machine's CPU time
+    left idle, between `start` and `stop` (Linux `/proc`; zeros where it cannot be read).
+
+    Why: with the client, the stand-in and the server on the same CPUs, a rate alone does not
+    say whether a round was bound by the server's CPU per request or waited on something: the
+    CPU per answered request and the idle share do.
+    """
+
+    def __init__(self, pids: Sequence[int]) -> None:
+        self._pids = list(pids)
+        self._ticks = os.sysconf("SC_CLK_TCK")
+        self._cpu = 0.0
+        self._idle = (0, 0)
+
+    def _read_cpu(self) -> float:
+        total = 0
+        for pid in self._pids:
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / self._ticks
+
+    @staticmethod
+    def _read_idle() -> tuple[int, int]:
+        try:
+            with open("/proc/stat") as stat:
+                values = [int(v) for v in stat.readline().split()[1:]]
+        except (OSError, ValueError):
+            return (0, 0)
+        return values[3] + values[4], sum(values)  # idle + iowait, all
+
+    def start(self) -> None:
+        self._cpu, self._idle = self._read_cpu(), self._read_idle()
+
+    def stop(self) -> tuple[float, float]:
+        """(server CPU seconds, idle share of the machine) since `start`."""
+        idle, total = self._read_idle()
+        spent = total - self._idle[1]
+        share = (idle - self._idle[0]) / spent if spent > 0 else 0.0
+        return self._read_cpu() - self._cpu, share

@@ -17,6 +17,9 @@ each posting its next request as soon as the last is answered, for `--seconds`; 
 rounds alternate `--rounds` times and the best round of each counts (it removes most noise of
 other processes on the machine). Latency: joins sent at a fixed rate of half the peak join rate
 for twice `--seconds`, timed from when each was due (a queue cannot hide), p50 and p99.
+Each round also reports the CPU time of the server's worker processes per answered request and
+the share of the machine's CPU left idle (`/proc`): client, stand-in and server share the CPUs,
+so these say whether a round was bound by the server's CPU per request.
 
 Target: the join reaches at least 40% of the no-op rate. The run exits 1 when it does not.
 """
@@ -36,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import (
     Documents,
     Reply,
+    ServerMeter,
     closed_loop,
     cpu_seconds,
     instance_ids,
@@ -166,13 +170,16 @@ def profile(count: int) -> int:
     return 0
 
 
-def line(name: str, replies: list[Reply], elapsed: float, cpu: float) -> str:
+def line(
+    name: str, replies: list[Reply], elapsed: float, cpu: float, server: tuple[float, float]
+) -> str:
     latencies = [reply.seconds * 1000 for reply in replies]
     ok = sum(1 for reply in replies if reply.status == 200)
+    server_cpu, idle = server
     return (
         f"| {name} | {len(replies)} | {ok} | {elapsed:.2f} s | {ok / elapsed:.1f}/s | "
         f"{percentile(latencies, 0.5):.1f} ms | {percentile(latencies, 0.99):.1f} ms | "
-        f"{cpu:.2f} s |"
+        f"{cpu:.2f} s | {server_cpu / max(ok, 1) * 1000:.3f} ms | {idle:.0%} |"
     )
 
 
@@ -222,8 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         if any(reply.status != 200 for reply in warm):
             raise RuntimeError(f"warm-up joins failed: {summarise(warm)}")
         next_body = WARM_UP
+        meter = ServerMeter(server.worker_pids())
         for round_number in range(1, args.rounds + 1):
             cpu = cpu_seconds()
+            meter.start()
             replies, elapsed = asyncio.run(
                 closed_loop(
                     port,
@@ -233,9 +242,18 @@ def main(argv: list[str] | None = None) -> int:
                     seconds=args.seconds,
                 )
             )
-            rows.append(line(f"no-op, round {round_number}", replies, elapsed, cpu_seconds() - cpu))
+            rows.append(
+                line(
+                    f"no-op, round {round_number}",
+                    replies,
+                    elapsed,
+                    cpu_seconds() - cpu,
+                    meter.stop(),
+                )
+            )
             noop_rates.append(sum(r.status == 200 for r in replies) / elapsed)
             cpu = cpu_seconds()
+            meter.start()
             replies, elapsed = asyncio.run(
                 closed_loop(
                     port,
@@ -246,17 +264,32 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             next_body += len(replies)
-            rows.append(line(f"join, round {round_number}", replies, elapsed, cpu_seconds() - cpu))
+            rows.append(
+                line(
+                    f"join, round {round_number}",
+                    replies,
+                    elapsed,
+                    cpu_seconds() - cpu,
+                    meter.stop(),
+                )
+            )
             join_rates.append(sum(r.status == 200 for r in replies) / elapsed)
             for key, value in summarise(replies).items():
                 outcomes[key] = outcomes.get(key, 0) + value
         half = max(join_rates) / 2
         cpu = cpu_seconds()
+        meter.start()
         replies, elapsed = asyncio.run(
             open_loop(port, "/api/v1/join", bodies[next_body:], rate=half, seconds=2 * args.seconds)
         )
         rows.append(
-            line(f"join at {half:.0f}/s (half the peak)", replies, elapsed, cpu_seconds() - cpu)
+            line(
+                f"join at {half:.0f}/s (half the peak)",
+                replies,
+                elapsed,
+                cpu_seconds() - cpu,
+                meter.stop(),
+            )
         )
         for key, value in summarise(replies).items():
             outcomes[key] = outcomes.get(key, 0) + value
@@ -267,8 +300,11 @@ def main(argv: list[str] | None = None) -> int:
         f"Server: {shape}; {args.connections} client connections in peak rounds; load "
         f"average (1 min) at the end {os.getloadavg()[0]:.2f}."
     )
-    print("| round | requests | answered 200 | elapsed | rate | p50 | p99 | client CPU |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| round | requests | answered 200 | elapsed | rate | p50 | p99 | client CPU "
+        "| server CPU per answer | idle |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(row)
     ratio = max(join_rates) / max(noop_rates)
