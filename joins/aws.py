@@ -20,6 +20,7 @@ import botocore.exceptions
 from botocore.config import Config
 
 from joinadmin import metrics
+from joins import ec2_model
 
 DENIED_CODES = frozenset(
     {
@@ -191,6 +192,8 @@ class Ec2Lookup:
         self._session_name = session_name
         self._lock = threading.Lock()
         self._session = boto3.session.Session()
+        # Its EC2 description reads only what a join uses of an instance (joins/ec2_model.py).
+        ec2_model.install(self._session._session)
         self._clients: dict[tuple[str, str, str], Any] = {}
         self._credentials: dict[tuple[str, str], _Credentials] = {}
         # One lock per (region, role): concurrent first calls for a role wait for one
