@@ -411,6 +411,7 @@ class Reply:
     status: int  # 0: no HTTP answer (connection refused or reset)
     error: str  # the join's error code, or the client-side failure
     seconds: float  # from when the request was due to the complete answer
+    answered: float = 0.0  # `time.perf_counter()` at the complete answer
 
 
 class Connection:
@@ -495,8 +496,10 @@ async def timed_post(
         status, payload = await connection.post(path, body, close=close)
     except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
         await connection.close()
-        return Reply(0, type(exc).__name__, time.perf_counter() - due)
-    return Reply(status, _error_of(status, payload), time.perf_counter() - due)
+        now = time.perf_counter()
+        return Reply(0, type(exc).__name__, now - due, now)
+    now = time.perf_counter()
+    return Reply(status, _error_of(status, payload), now - due, now)
 
 
 async def all_at_once(port: int, path: str, bodies: Sequence[bytes]) -> tuple[list[Reply], float]:
@@ -509,11 +512,41 @@ async def all_at_once(port: int, path: str, bodies: Sequence[bytes]) -> tuple[li
     return list(replies), time.perf_counter() - started
 
 
+@dataclass
+class Round:
+    """What a closed loop got: every reply, and the time from the start to the last one."""
+
+    replies: list[Reply]
+    started: float  # `time.perf_counter()` at the start
+    seconds: float  # how long requests were sent
+    elapsed: float  # from the start to the last answer
+
+    @property
+    def window(self) -> float:
+        """The sending period: `seconds`, or less when the bodies ran out first."""
+        return min(self.seconds, self.elapsed)
+
+    def ok_in_window(self) -> int:
+        """Answers 200 complete within the window."""
+        end = self.started + self.window
+        return sum(1 for reply in self.replies if reply.status == 200 and reply.answered <= end)
+
+    def rate(self) -> float:
+        """Answers 200 a second within the window (see `closed_loop`)."""
+        return self.ok_in_window() / self.window if self.window > 0 else 0.0
+
+
 async def closed_loop(
     port: int, path: str, bodies: Iterable[bytes], *, connections: int, seconds: float
-) -> tuple[list[Reply], float]:
+) -> Round:
     """`connections` clients each sending its next request when the last is answered, for
-    `seconds` (or until the bodies run out); the replies and the elapsed time."""
+    `seconds` (or until the bodies run out).
+
+    The rate counts the answers complete within those seconds (as wrk does); the requests still
+    in flight when they end are answered and kept (their latencies, outcomes and server CPU
+    count) but not in the rate: how long the last of them take (an endpoint that gathers work,
+    like the coalesced lookups, holds its last requests until its batches go) is the loop's end,
+    not the server's rate, and counting it would make the rate depend on the round's length."""
     queue = iter(bodies)
     replies: list[Reply] = []
     started = time.perf_counter()
@@ -528,7 +561,7 @@ async def closed_loop(
         await connection.close()
 
     await asyncio.gather(*(client() for _ in range(connections)))
-    return replies, time.perf_counter() - started
+    return Round(replies, started, seconds, time.perf_counter() - started)
 
 
 async def open_loop(

@@ -30,7 +30,9 @@ def _sql(
     where: str | None,
     order_by: str | None,
     limit: int | None,
+    count: int,
 ) -> str:
+    """The SELECT of `select` (`count` values for `where`: `= %s` for one, `IN (...)` else)."""
     quote = connection.ops.quote_name
     meta = model._meta
 
@@ -40,7 +42,10 @@ def _sql(
     # Identifiers come from the model's meta and are quoted; values only ever go as parameters.
     sql = f"SELECT {', '.join(column(f) for f in fields)} FROM {quote(meta.db_table)}"  # noqa: S608
     if where is not None:
-        sql += f" WHERE {column(where)} = %s"
+        if count == 1:
+            sql += f" WHERE {column(where)} = %s"
+        else:
+            sql += f" WHERE {column(where)} IN ({', '.join(['%s'] * count)})"
     if order_by is not None:
         descending = order_by.startswith("-")
         sql += f" ORDER BY {column(order_by.lstrip('-'))}{' DESC' if descending else ''}"
@@ -55,24 +60,44 @@ def select(
     *,
     where: str | None = None,
     value: Any = None,
+    values: Sequence[Any] | None = None,
     order_by: str | None = None,
     limit: int | None = None,
 ) -> list[tuple[Any, ...]]:
-    """`SELECT fields FROM model [WHERE where = value] [ORDER BY order_by] [LIMIT limit]`.
+    """`SELECT fields FROM model [WHERE where = value | where IN values] [ORDER BY order_by]
+    [LIMIT limit]`.
 
-    `order_by` is a field name, with a leading "-" for descending order."""
+    `order_by` is a field name, with a leading "-" for descending order. `values` (not empty)
+    instead of `value` selects the rows whose `where` is any of them."""
     db = connections[DEFAULT_DB_ALIAS]  # once: each `connection.x` looks the thread's up again
-    sql = _sql(db.vendor, model, tuple(fields), where, order_by, limit)
-    params = [value] if where is not None else []
+    if where is None:
+        params: list[Any] = []
+    elif values is not None:
+        if not values:
+            raise ValueError("select: `values` must not be empty")
+        params = list(values)
+    else:
+        params = [value]
+    sql = _sql(db.vendor, model, tuple(fields), where, order_by, limit, len(params))
+    return execute(sql, params, fetch=True)
+
+
+def execute(sql: str, params: Sequence[Any], *, fetch: bool = False) -> list[tuple[Any, ...]]:
+    """Run `sql` (with `%s` placeholders) on the default connection; its rows when `fetch`.
+
+    On SQLite without a query log, on the driver's connection with SQLite's placeholders (see
+    the module doc); otherwise through Django's cursor."""
+    db = connections[DEFAULT_DB_ALIAS]
     if db.vendor == "sqlite" and not db.queries_logged:
         if db.connection is None:
             db.ensure_connection()
         db.validate_thread_sharing()
         with db.wrap_database_errors:
-            return db.connection.execute(_qmarks(sql), params).fetchall()
+            cursor = db.connection.execute(_qmarks(sql), params)
+            return cursor.fetchall() if fetch else []
     with db.cursor() as cursor:
         cursor.execute(sql, params)
-        return list(cursor.fetchall())
+        return list(cursor.fetchall()) if fetch else []
 
 
 @cache

@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import load_pem_x509_certificate
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.utils import timezone
 
-from joinadmin.rawsql import select
+from joinadmin.rawsql import execute
 from joins.ca import HostCA, decrypt_private_key, encrypt_private_key, generate_host_ca
 from joins.models import CertificateAuthority
 
 _lock = threading.Lock()
 _cached: tuple[int, HostCA] | None = None
-# The public material of every CA, with the (id, active) pairs it was read for.
-_material: tuple[tuple[tuple[int, bool], ...], dict[str, list[str]]] | None = None
+# The public material of every CA, with the `ca_version()` it was read for.
+_material: tuple[tuple[Any, ...], dict[str, list[str]]] | None = None
 
 TLS_PURPOSE = "joinadmin host CA / tls"
 SSH_PURPOSE = "joinadmin host CA / ssh"
@@ -67,34 +69,53 @@ def _create_active_ca() -> CertificateAuthority:
         return CertificateAuthority.objects.get(active=True)
 
 
-def signing_material() -> tuple[HostCA, dict[str, list[str]]]:
+def signing_material(
+    version: tuple[Any, ...] | None = None,
+) -> tuple[HostCA, dict[str, list[str]]]:
     """The active CA and the public material of every CA (the join's hot path).
 
-    A CA row never changes but for its `active` flag, so the ids and flags of all rows name
-    exactly what the material is: one read of those two columns, and the process's copies of
-    the keys and of the public material serve as long as it returns the same.
+    A CA row never changes but for its `active` flag, and CA ids only grow (they are never
+    given twice), so `ca_version()` names exactly what the material is: the process's copies of
+    the keys and of the public material serve as long as it returns the same. `version`, when
+    given, is `ca_version()` as the caller read it (joins/reads.py reads it with the join's
+    other reads).
     """
     global _material
-    versions = _ca_versions()
-    active_id = next((ca_id for ca_id, active in versions if active), None)
+    if version is None:
+        version = ca_version()
+    active_id = version[0]
     cached = _cached
     if active_id is None or cached is None or cached[0] != active_id:
         get_host_ca()  # creates the CA on first use, or loads the new active one
-        versions = _ca_versions()
+        version = ca_version()
         cached = _cached
         assert cached is not None
     material = _material
-    if material is None or material[0] != versions:
-        material = (versions, public_ca_material())
+    if material is None or material[0] != version:
+        material = (version, public_ca_material())
         _material = material
     return cached[1], material[1]
 
 
-def _ca_versions() -> tuple[tuple[int, bool], ...]:
-    return tuple(
-        (ca_id, bool(active))
-        for ca_id, active in select(CertificateAuthority, ("id", "active"), order_by="-id")
+def ca_version_sql(quote: Callable[[str], str]) -> str:
+    """Three scalar subqueries, the parts of `ca_version()`, with identifiers quoted by `quote`:
+    the active CA's id, how many CAs there are and the newest one's id. As ids only grow, the
+    count and the newest id change whenever a CA is added or deleted."""
+    meta = CertificateAuthority._meta
+    table, column = quote(meta.db_table), quote(meta.pk.column)
+    active = quote(meta.get_field("active").column)
+    # Identifiers come from the model's meta and are quoted; there are no values.
+    return (
+        f"(SELECT max({column}) FROM {table} WHERE {active}), "  # noqa: S608
+        f"(SELECT count(*) FROM {table}), (SELECT max({column}) FROM {table})"
     )
+
+
+def ca_version() -> tuple[Any, ...]:
+    """(active CA id or None, number of CAs, newest CA id or None): see `signing_material`."""
+    quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    (row,) = execute(f"SELECT {ca_version_sql(quote)}", [], fetch=True)
+    return tuple(row)
 
 
 def public_ca_material() -> dict[str, list[str]]:

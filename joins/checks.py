@@ -23,11 +23,12 @@ from joins.constants import PENDING_TIME_SKEW_SECONDS
 from joins.iid import IdentityDocument, IIDError, verify_document
 from joins.models import Host, JoinAttempt
 from joins.outcomes import JoinRejected, Trace
+from joins.reads import JoinReads
 from joins.rejoin_service import RejoinGrant
 from joins.request import NOT_JSON, JoinRequest, RequestInvalid, parse_join_request
 from joins.rules import rule_matches
 from joins.trust import certificate_store, instance_lookup
-from tokens.cache import token_for_join
+from tokens.cache import token_of_row
 from tokens.resource import AllowRule, TokenResource
 from tokens.services import resource_snapshot
 
@@ -56,9 +57,9 @@ def check_request(trace: Trace, body: bytes, data: Any = NOT_JSON) -> JoinReques
 
 
 def check_token(
-    trace: Trace, request: JoinRequest, now: datetime, attempt: JoinAttempt
+    trace: Trace, request: JoinRequest, now: datetime, attempt: JoinAttempt, reads: JoinReads
 ) -> TokenResource:
-    cached = token_for_join(request.token)
+    cached = token_of_row(request.token, reads.token)
     if cached is None:
         raise trace.fail(
             "token",
@@ -227,8 +228,14 @@ def already_joined(document: IdentityDocument) -> JoinRejected:
     )
 
 
-def check_not_joined(trace: Trace, document: IdentityDocument) -> None:
-    if select(Host, ("id",), where="host_id", value=document.host_id):
+def check_not_joined(
+    trace: Trace, document: IdentityDocument, registered: bool | None = None
+) -> None:
+    """`registered`: whether the document's host was registered as the join read it earlier
+    (joins/reads.py), or None to read it now."""
+    if registered is None:
+        registered = bool(select(Host, ("id",), where="host_id", value=document.host_id))
+    if registered:
         raise trace.fail("not_joined", already_joined(document))
     trace.ok("not_joined", f"host {document.host_id} has not joined before")
 

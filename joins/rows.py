@@ -21,6 +21,8 @@ from django.conf import settings
 from django.db import connection, models
 from django.db.backends.base.operations import BaseDatabaseOperations
 
+from joinadmin import rawsql
+
 # What a field's values need on their way to the database (see `Insert.values`): a type whose
 # values (and None) go as they are, `_JSON` for the JSON adapter, or `_CONVERT` for the field's
 # whole conversion; `_TIME` sends an aware `datetime` to the backend's adapter for times.
@@ -138,18 +140,20 @@ class Insert:
         numbered = all(row.pk is not None for row, _ in rows)
         per_row = len(self._fields) + (1 if numbered else 0)
         chunk = max(1, _max_params() // per_row)
-        with connection.cursor() as cursor:
-            for start in range(0, len(rows), chunk):
-                part = rows[start : start + chunk]
-                params: list[Any] = []
-                for row, values in part:
-                    if numbered:
-                        params.append(self._pk.get_db_prep_save(row.pk, connection))
-                    params.extend(values)
-                cursor.execute(self._sql(len(part), numbered), params)
-                if not numbered:
-                    for (row, _), (key,) in zip(part, cursor.fetchall(), strict=True):
-                        row.pk = key
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
+            params: list[Any] = []
+            for row, values in part:
+                if numbered:
+                    params.append(self._pk.get_db_prep_save(row.pk, connection))
+                params.extend(values)
+            # On SQLite, on the driver's connection (joinadmin/rawsql.py): Django's cursor
+            # would rewrite the placeholders of this long statement with a regular expression
+            # every time.
+            keys = rawsql.execute(self._sql(len(part), numbered), params, fetch=not numbered)
+            if not numbered:
+                for (row, _), (key,) in zip(part, keys, strict=True):
+                    row.pk = key
         for row, _ in rows:
             row._state.adding = False
             row._state.db = connection.alias

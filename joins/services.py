@@ -44,6 +44,7 @@ from joins.constants import ERROR_CODES, ERROR_OUTCOME, OUTCOME_ALLOWED
 from joins.iid import IdentityDocument
 from joins.models import Host, JoinAttempt
 from joins.outcomes import JoinRejected, JoinResult, Trace
+from joins.reads import read_for_join
 from joins.rejoin import epoch_us, public_pem
 from joins.rejoin_service import RejoinGrant, check_rejoin, claim_rejoin
 from joins.request import NOT_JSON, JoinRequest, decode
@@ -76,7 +77,9 @@ def perform_join(
         check_rate(trace, "source", remote_addr, settings.JOIN_RATE_LIMIT)
         request = check_request(trace, body, data)
         check_rate(trace, "token", request.token, settings.JOIN_TOKEN_RATE_LIMIT)
-        token = check_token(trace, request, now, attempt)
+        # The token, the claimed host and the CAs in one statement (joins/reads.py).
+        reads = read_for_join(request.token, request.host_id)
+        token = check_token(trace, request, now, attempt, reads)
         roles = check_roles(trace, request, token)
         attempt.roles = list(roles)
         document = check_document(trace, request, attempt)
@@ -87,10 +90,10 @@ def perform_join(
         rule_index, rule = check_rules(trace, token, document)
         attempt.matched_rule = rule_index
         if rejoin is None:
-            check_not_joined(trace, document)
+            check_not_joined(trace, document, reads.registered(document.host_id))
         # The request thread's last read; from here on it only waits (for AWS, then for the join
         # writer, which has its own connection), so a pooled connection goes back now.
-        signer = signing_material()
+        signer = signing_material(reads.ca_version)
         dbpool.release()
         info = check_instance(trace, document, rule)
         check_conditions(trace, rule, info, remote_addr)

@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 
-from joinadmin import metrics
+from joinadmin import metrics, rawsql
 from joins.models import Host, JoinAttempt
 from joins.rows import Insert
 
@@ -378,7 +378,10 @@ def _registered(host_ids: list[str]) -> set[str]:
     """Which of `host_ids` are registered already (read in the batch's transaction)."""
     if not host_ids:
         return set()
-    return set(Host.objects.filter(host_id__in=host_ids).values_list("host_id", flat=True))
+    return {
+        host_id
+        for (host_id,) in rawsql.select(Host, ("host_id",), where="host_id", values=host_ids)
+    }
 
 
 def _connection_lost(exc: BaseException) -> bool:

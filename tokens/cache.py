@@ -31,21 +31,27 @@ class CachedToken:
     snapshot: dict[str, Any]
 
 
-_COLUMNS = tuple(field.name for field in Token._meta.concrete_fields)
-_ID = _COLUMNS.index(Token._meta.pk.name)
+# The columns read: the row's version. joins/reads.py reads them with the join's other reads.
+COLUMNS = tuple(field.name for field in Token._meta.concrete_fields)
+_ID = COLUMNS.index(Token._meta.pk.name)
 _entries: dict[str, CachedToken] = {}
 _lock = threading.Lock()
 
 
 def _version(name: str) -> tuple[Any, ...] | None:
     """The row as the database driver returns it: all that the resource is built from."""
-    rows = select(Token, _COLUMNS, where="name", value=name)
+    rows = select(Token, COLUMNS, where="name", value=name)
     return rows[0] if rows else None
 
 
 def token_for_join(name: str) -> CachedToken | None:
     """The token named `name` as the database holds it now, or None when there is none."""
-    version = _version(name)
+    return token_of_row(name, _version(name))
+
+
+def token_of_row(name: str, version: tuple[Any, ...] | None) -> CachedToken | None:
+    """The token named `name` given its row (`COLUMNS`) as just read, or None when it had
+    none."""
     if version is None:
         return None
     entry = _entries.get(name)

@@ -41,3 +41,28 @@ def test_a_database_error_is_djangos(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rawsql, "_sql", lambda *_: "SELECT id FROM no_such_table")
     with pytest.raises(DatabaseError, match=r"no_such_table|does not exist"):
         rawsql.select(JoinAttempt, ["id"])
+
+
+def test_a_read_of_several_values_returns_the_rows_of_any_of_them() -> None:
+    _rows()
+    wanted = ["h-0", "h-2", "nobody"]
+    plain = rawsql.select(JoinAttempt, ["host_id"], where="host_id", values=wanted)
+    with CaptureQueriesContext(connection) as logged:
+        wrapped = rawsql.select(JoinAttempt, ["host_id"], where="host_id", values=wanted)
+    assert len(logged) == 1 and " IN (" in logged[0]["sql"]
+    assert sorted(plain) == sorted(tuple(row) for row in wrapped) == [("h-0",), ("h-2",)]
+    assert rawsql.select(JoinAttempt, ["host_id"], where="host_id", values=["h-1"]) == [("h-1",)]
+    with pytest.raises(ValueError, match="values"):
+        rawsql.select(JoinAttempt, ["host_id"], where="host_id", values=[])
+
+
+def test_a_statement_runs_on_both_paths() -> None:
+    (row, *_) = _rows()
+    table = connection.ops.quote_name(JoinAttempt._meta.db_table)
+    sql = f"UPDATE {table} SET host_id = %s WHERE id = %s"
+    assert rawsql.execute(sql, ["plain", row.pk]) == []
+    assert JoinAttempt.objects.get(pk=row.pk).host_id == "plain"
+    with CaptureQueriesContext(connection) as logged:
+        rawsql.execute(sql, ["wrapped", row.pk])
+    assert len(logged) == 1
+    assert JoinAttempt.objects.get(pk=row.pk).host_id == "wrapped"

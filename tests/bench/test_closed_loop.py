@@ -1,0 +1,62 @@
+"""The throughput benchmark's closed loop (bench/common.py): its rate counts the answers
+complete within the round, against a small HTTP server on this machine that answers after a
+set delay."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bench.common import Reply, Round, closed_loop
+
+
+async def _serve_slowly(delay: float) -> tuple[asyncio.Server, int]:
+    """A keep-alive HTTP/1.1 server answering every POST 200 after `delay` seconds."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                await reader.readexactly(length)
+                await asyncio.sleep(delay)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def test_answers_after_the_round_count_in_the_replies_but_not_in_the_rate() -> None:
+    async def run() -> Round:
+        server, port = await _serve_slowly(0.25)
+        async with server:
+            return await closed_loop(port, "/x", iter([b"{}"] * 100), connections=2, seconds=0.6)
+
+    loop = asyncio.run(run())
+    # Two clients, an answer every 0.25 s each: requests at 0, 0.25 and 0.5 s; the last two are
+    # answered at about 0.75 s, after the 0.6 s round.
+    assert len(loop.replies) == 6
+    assert all(reply.status == 200 for reply in loop.replies)
+    assert loop.elapsed >= 0.7
+    assert loop.window == 0.6
+    assert loop.ok_in_window() == 4
+    assert abs(loop.rate() - 4 / 0.6) < 1e-9
+
+
+def test_the_window_ends_early_when_the_bodies_run_out() -> None:
+    started = 100.0
+    replies = [
+        Reply(200, "", 0.1, started + 0.1),
+        Reply(503, "database_unavailable", 0.2, started + 0.2),  # not a 200: never counted
+        Reply(200, "", 0.3, started + 0.3),
+    ]
+    loop = Round(replies, started=started, seconds=5.0, elapsed=0.3)
+    assert loop.window == 0.3
+    assert loop.ok_in_window() == 2
+    assert abs(loop.rate() - 2 / 0.3) < 1e-9
