@@ -1,6 +1,6 @@
 """Throughput: joins per second with AWS answering at once, against a no-op DRF endpoint.
 
-Run: `.venv/bin/python bench/throughput.py [--seconds 5] [--rounds 2] [--connections 256]`
+Run: `.venv/bin/python bench/throughput.py [--seconds 5] [--rounds 3] [--connections 256]`
 Profile: `.venv/bin/python bench/throughput.py --profile 300` (no server: the joins run one after
 another in this process under cProfile, against the same stand-in, to show what a join spends
 its time on; the figures of a profiled run are slower than real ones, and one at a time each
@@ -205,7 +205,7 @@ def peak_line(name: str, loop: Round, cpu: float, server: tuple[float, float]) -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of a peak round")
-    parser.add_argument("--rounds", type=int, default=2, help="peak rounds per endpoint")
+    parser.add_argument("--rounds", type=int, default=3, help="peak rounds per endpoint")
     parser.add_argument("--connections", type=int, default=256, help="clients in peak rounds")
     parser.add_argument("--profile", type=int, default=0, help="profile this many joins instead")
     parser.add_argument("--documents", type=int, default=28000, help="signed join bodies")

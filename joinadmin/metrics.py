@@ -123,6 +123,10 @@ for _operation in AWS_OPERATIONS:
         AWS_CALLS.labels(_operation, _result)
 
 
+# The series of each (outcome, code) pair met so far: `labels()` looks them up under a lock.
+_join_series: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
 def record_join(outcome: str, code: str, seconds: float) -> None:
     """Count one recorded join attempt and its duration.
 
@@ -131,8 +135,12 @@ def record_join(outcome: str, code: str, seconds: float) -> None:
     """
     try:
         label = code if code == OK or code in ERROR_CODES else OTHER
-        JOIN_ATTEMPTS.labels(outcome, label).inc()
-        JOIN_DURATION.labels(outcome).observe(max(seconds, 0.0))
+        series = _join_series.get((outcome, label))
+        if series is None:  # a label pair is only ever one pair of series: keep them
+            series = (JOIN_ATTEMPTS.labels(outcome, label), JOIN_DURATION.labels(outcome))
+            _join_series[(outcome, label)] = series
+        series[0].inc()
+        series[1].observe(max(seconds, 0.0))
     except Exception:  # see docstring
         log.exception("could not record join metrics")
 

@@ -161,8 +161,8 @@ def check_pending_time(
     rejoin: RejoinGrant | None = None,
 ) -> None:
     age = now - document.pending_time
-    pending = document.pending_time.isoformat()
     if age < -timedelta(seconds=PENDING_TIME_SKEW_SECONDS):
+        pending = document.pending_time.isoformat()
         raise trace.fail(
             "pending_time",
             JoinRejected(
@@ -182,6 +182,7 @@ def check_pending_time(
         )
         return
     if age > token.iid_ttl:
+        pending = document.pending_time.isoformat()
         raise trace.fail(
             "pending_time",
             JoinRejected(

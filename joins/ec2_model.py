@@ -8,7 +8,7 @@ With the shape cut down to those, the same parser reads a 100-instance answer in
 instead of 3.56 on the benchmark machine (bench/RESULTS.md); real answers describe each
 instance at far greater length, and the elements of members that are not in the shape are
 skipped unread. Everything else of the description is EC2's own, loaded by botocore: requests
-are built, signed and paginated as before, and the members that remain are parsed by
+are built and signed as before, and the members that remain are parsed by
 botocore's code with their own types. A test holds the members read here to what the
 conditions read, and their parse to that of the full description (tests/joins/test_ec2_model.py).
 

@@ -48,10 +48,15 @@ from joins.reads import read_for_join
 from joins.rejoin import epoch_us, public_pem
 from joins.rejoin_service import RejoinGrant, check_rejoin, claim_rejoin
 from joins.request import NOT_JSON, JoinRequest, decode
+from joins.rows import Factory
 from joins.writer import writer
 from tokens.resource import TokenResource
 
 log = logging.getLogger(__name__)
+
+# The join's two rows, made the quick way (joins/rows.py).
+_new_attempt = Factory(JoinAttempt)
+_new_host = Factory(Host)
 
 
 def perform_join(
@@ -61,7 +66,7 @@ def perform_join(
     started = time.monotonic()
     now = timezone.now()
     trace = Trace()
-    attempt = JoinAttempt(time=now, remote_addr=remote_addr[:64], user_agent=user_agent[:300])
+    attempt = _new_attempt(time=now, remote_addr=remote_addr[:64], user_agent=user_agent[:300])
     data = decode(body) if not too_large else NOT_JSON
     _prefill(attempt, data if isinstance(data, dict) else {})
     try:
@@ -192,7 +197,7 @@ def _register(
         if rejoin is not None:
             writer.write(record_rejoin)
         else:
-            host = Host(
+            host = _new_host(
                 host_id=document.host_id,
                 account_id=document.account_id,
                 region=document.region,

@@ -423,3 +423,27 @@ def test_the_benchmark_noop_endpoint_is_not_found_unless_switched_on(client, set
     response = client.post("/api/v1/noop", data="{}", content_type="application/json")
     assert response.status_code == 200
     assert response.json() == {"ok": True}
+
+
+def test_a_next_token_in_an_answer_is_followed(world):
+    """EC2 answers a request by instance ids at once; should an answer carry a NextToken all
+    the same, the rest is asked for, until there is none or one comes again."""
+    first, second = world.launch().instance_id, world.launch().instance_id
+    lookup = Ec2Lookup()
+    client = lookup._client(REGION, "")
+    asked: list[object] = []
+    token: list[str] = []
+
+    def record(params, **_):  # type: ignore[no-untyped-def]
+        asked.append(params.get("NextToken"))
+
+    def add_token(parsed, **_):  # type: ignore[no-untyped-def]
+        if not token:  # moto pages by reservation id: the rest comes after the first one
+            token.append(parsed["Reservations"][0]["ReservationId"])
+        parsed["NextToken"] = token[0]  # on the second answer: a token seen before
+
+    client.meta.events.register("provide-client-params.ec2.DescribeInstances", record)
+    client.meta.events.register("after-call.ec2.DescribeInstances", add_token)
+    found = lookup.describe(region=REGION, instance_ids=[first, second])
+    assert set(found) == {first, second}
+    assert asked == [None, token[0]]

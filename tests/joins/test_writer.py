@@ -302,6 +302,31 @@ def test_prepared_values_are_what_django_would_send(make: Callable[[], Any]) -> 
     ]
 
 
+@pytest.mark.parametrize(
+    ("make", "attname", "value"),
+    [
+        (_full_attempt, "duration_ms", 3.25),
+        (_full_attempt, "duration_ms", 7),  # an int in a float column: the field converts it
+        (lambda: host("123456789012-i-0abc"), "last_attempt_id", 41),
+        (lambda: host("123456789012-i-0abc"), "last_attempt_id", None),
+    ],
+)
+def test_a_value_set_again_is_what_django_would_send(
+    make: Callable[[], Any], attname: str, value: Any
+) -> None:
+    from joins.rows import Insert
+
+    row = make()
+    insert = Insert(type(row))
+    values = insert.values(row)
+    setattr(row, attname, value)
+    insert.set(values, row, attname)
+    fields = [f for f in type(row)._meta.concrete_fields if not f.primary_key]
+    field = next(f for f in fields if f.attname == attname)
+    expected = field.get_db_prep_save(value, connection)
+    assert _comparable(values[fields.index(field)]) == _comparable(expected)
+
+
 def _comparable(value: Any) -> Any:
     """`value`, or for psycopg's JSON wrapper (which has no equality) the object it wraps."""
     if type(value).__name__ == "Jsonb":
