@@ -144,7 +144,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (rate limits, AWS lookups, shared across servers when Redis is set) ---------------
 CACHE_URL = os.environ.get("JOINADMIN_CACHE_URL", "")
-if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+_SHARED_CACHE = CACHE_URL.startswith(("redis://", "rediss://", "unix://"))
+if _SHARED_CACHE:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -286,8 +287,13 @@ AWS_COALESCE_BURST = int(os.environ.get("JOINADMIN_AWS_COALESCE_BURST", "2"))
 # A batch held back by the pacing above still goes once no lookup has joined it for this long.
 AWS_COALESCE_STALL_MS = float(os.environ.get("JOINADMIN_AWS_COALESCE_STALL_MS", "250"))
 AWS_MAX_CALLS_IN_FLIGHT = int(os.environ.get("JOINADMIN_AWS_MAX_CALLS_IN_FLIGHT", "8"))
-# How long a `running` answer is kept in the cache (shared through JOINADMIN_CACHE_URL); 0: never.
-AWS_STATE_CACHE_SECONDS = int(os.environ.get("JOINADMIN_AWS_STATE_CACHE_SECONDS", "5"))
+# How long a `running` answer is kept in the cache shared through JOINADMIN_CACHE_URL, so that
+# other servers do not ask again; 0: never. Without a shared cache the default is 0: a process's
+# own memory would only save a lookup that its concurrent joins already share, at a cache read
+# per join (bench/RESULTS.md, throughput).
+AWS_STATE_CACHE_SECONDS = int(
+    os.environ.get("JOINADMIN_AWS_STATE_CACHE_SECONDS", "5" if _SHARED_CACHE else "0")
+)
 # Sign-in throttling (joinadmin/security.py): failures per account name and per source address
 # within the lockout period that lock that name or address for the lockout period.
 LOGIN_MAX_FAILURES = int(os.environ.get("JOINADMIN_LOGIN_MAX_FAILURES", "5"))

@@ -434,7 +434,11 @@ def test_the_trace_keeps_the_conditions_that_held_before_the_refusal(
     ]
 
 
-def test_a_cached_running_confirmation_cannot_pass_conditions(client, world, network, at_launch):
+def test_a_cached_running_confirmation_cannot_pass_conditions(
+    client, world, network, at_launch, settings
+):
+    settings.AWS_STATE_CACHE_SECONDS = 5  # as with a shared cache (the default without one: 0)
+    trust.reset()
     instance = launch(world, network)
     token_with(aws_vpc_ids=[network.vpc_id])
     caches["default"].set(state_cache_key(REGION, "", instance.instance_id), "running", 60)
