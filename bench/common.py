@@ -566,9 +566,10 @@ async def closed_loop(
 
 async def open_loop(
     port: int, path: str, bodies: Sequence[bytes], *, rate: float, seconds: float
-) -> tuple[list[Reply], float]:
+) -> Round:
     """Requests due at a fixed `rate` whatever the answers do (latency is measured from when a
-    request was due, so a slow server cannot hide its queue); the replies and elapsed time."""
+    request was due, so a slow server cannot hide its queue); every answer counts, the window
+    being the time to the last one."""
     count = min(len(bodies), int(rate * seconds))
     idle: list[Connection] = []
     started = time.perf_counter()
@@ -589,7 +590,8 @@ async def open_loop(
     replies = await asyncio.gather(*tasks)
     for connection in idle:
         await connection.close()
-    return list(replies), time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    return Round(list(replies), started, elapsed, elapsed)
 
 
 def summarise(replies: Sequence[Reply]) -> dict[str, int]:

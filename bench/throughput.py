@@ -36,13 +36,14 @@ import itertools
 import os
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (
     Documents,
-    Reply,
     Round,
     ServerMeter,
     closed_loop,
@@ -176,30 +177,17 @@ def profile(count: int) -> int:
     return 0
 
 
-def line(
-    name: str,
-    replies: list[Reply],
-    window: float,
-    in_window: int,
-    elapsed: float,
-    cpu: float,
-    server: tuple[float, float],
-) -> str:
-    """A row of the table: `in_window` answers 200 within `window` seconds make the rate; the
-    last answer came `elapsed` seconds after the start."""
-    latencies = [reply.seconds * 1000 for reply in replies]
-    ok = sum(1 for reply in replies if reply.status == 200)
+def line(name: str, loop: Round, cpu: float, server: tuple[float, float]) -> str:
+    """A row of the table: the answers 200 within the loop's window make the rate."""
+    latencies = [reply.seconds * 1000 for reply in loop.replies]
+    ok = sum(1 for reply in loop.replies if reply.status == 200)
     server_cpu, idle = server
     return (
-        f"| {name} | {len(replies)} | {ok} | {in_window} in {window:.2f} s | "
-        f"{in_window / window if window > 0 else 0.0:.1f}/s | {elapsed:.2f} s | "
+        f"| {name} | {len(loop.replies)} | {ok} | {loop.ok_in_window()} in {loop.window:.2f} s | "
+        f"{loop.rate():.1f}/s | {loop.elapsed:.2f} s | "
         f"{percentile(latencies, 0.5):.1f} ms | {percentile(latencies, 0.99):.1f} ms | "
         f"{cpu:.2f} s | {server_cpu / max(ok, 1) * 1000:.3f} ms | {idle:.0%} |"
     )
-
-
-def peak_line(name: str, loop: Round, cpu: float, server: tuple[float, float]) -> str:
-    return line(name, loop.replies, loop.window, loop.ok_in_window(), loop.elapsed, cpu, server)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,59 +237,53 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"warm-up joins failed: {summarise(warm.replies)}")
         next_body = WARM_UP
         meter = ServerMeter(server.worker_pids())
-        for round_number in range(1, args.rounds + 1):
+
+        def measured(name: str, run: Coroutine[Any, Any, Round], *, joins: bool) -> Round:
+            """Run a loop, add its row to the table and, for `joins`, its outcomes to the
+            count."""
             cpu = cpu_seconds()
             meter.start()
-            loop = asyncio.run(
+            loop = asyncio.run(run)
+            rows.append(line(name, loop, cpu_seconds() - cpu, meter.stop()))
+            if joins:
+                for key, value in summarise(loop.replies).items():
+                    outcomes[key] = outcomes.get(key, 0) + value
+            return loop
+
+        for round_number in range(1, args.rounds + 1):
+            loop = measured(
+                f"no-op, round {round_number}",
                 closed_loop(
                     port,
                     "/api/v1/noop",
                     itertools.cycle(bodies),
                     connections=args.connections,
                     seconds=args.seconds,
-                )
-            )
-            rows.append(
-                peak_line(f"no-op, round {round_number}", loop, cpu_seconds() - cpu, meter.stop())
+                ),
+                joins=False,
             )
             noop_rates.append(loop.rate())
-            cpu = cpu_seconds()
-            meter.start()
-            loop = asyncio.run(
+            loop = measured(
+                f"join, round {round_number}",
                 closed_loop(
                     port,
                     "/api/v1/join",
                     bodies[next_body:],
                     connections=args.connections,
                     seconds=args.seconds,
-                )
+                ),
+                joins=True,
             )
             next_body += len(loop.replies)
-            rows.append(
-                peak_line(f"join, round {round_number}", loop, cpu_seconds() - cpu, meter.stop())
-            )
             join_rates.append(loop.rate())
-            for key, value in summarise(loop.replies).items():
-                outcomes[key] = outcomes.get(key, 0) + value
         half = max(join_rates) / 2
-        cpu = cpu_seconds()
-        meter.start()
-        replies, elapsed = asyncio.run(
-            open_loop(port, "/api/v1/join", bodies[next_body:], rate=half, seconds=2 * args.seconds)
+        measured(
+            f"join at {half:.0f}/s (half the peak)",
+            open_loop(
+                port, "/api/v1/join", bodies[next_body:], rate=half, seconds=2 * args.seconds
+            ),
+            joins=True,
         )
-        rows.append(
-            line(
-                f"join at {half:.0f}/s (half the peak)",
-                replies,
-                elapsed,
-                sum(1 for reply in replies if reply.status == 200),
-                elapsed,
-                cpu_seconds() - cpu,
-                meter.stop(),
-            )
-        )
-        for key, value in summarise(replies).items():
-            outcomes[key] = outcomes.get(key, 0) + value
         stats = aws.stats()
         shape = server.describe()
 

@@ -19,7 +19,17 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections, models
+from django.db import DEFAULT_DB_ALIAS, connections, models
+
+
+def table(model: type[models.Model]) -> str:
+    """`model`'s table name, quoted for the default database."""
+    return connections[DEFAULT_DB_ALIAS].ops.quote_name(model._meta.db_table)
+
+
+def column(model: type[models.Model], name: str) -> str:
+    """The column of `model`'s field `name`, quoted for the default database."""
+    return connections[DEFAULT_DB_ALIAS].ops.quote_name(model._meta.get_field(name).column)
 
 
 @cache
@@ -33,22 +43,17 @@ def _sql(
     count: int,
 ) -> str:
     """The SELECT of `select` (`count` values for `where`: `= %s` for one, `IN (...)` else)."""
-    quote = connection.ops.quote_name
-    meta = model._meta
-
-    def column(name: str) -> str:
-        return quote(meta.get_field(name).column)
-
     # Identifiers come from the model's meta and are quoted; values only ever go as parameters.
-    sql = f"SELECT {', '.join(column(f) for f in fields)} FROM {quote(meta.db_table)}"  # noqa: S608
+    names = ", ".join(column(model, f) for f in fields)
+    sql = f"SELECT {names} FROM {table(model)}"  # noqa: S608
     if where is not None:
         if count == 1:
-            sql += f" WHERE {column(where)} = %s"
+            sql += f" WHERE {column(model, where)} = %s"
         else:
-            sql += f" WHERE {column(where)} IN ({', '.join(['%s'] * count)})"
+            sql += f" WHERE {column(model, where)} IN ({', '.join(['%s'] * count)})"
     if order_by is not None:
         descending = order_by.startswith("-")
-        sql += f" ORDER BY {column(order_by.lstrip('-'))}{' DESC' if descending else ''}"
+        sql += f" ORDER BY {column(model, order_by.lstrip('-'))}{' DESC' if descending else ''}"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     return sql

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import load_pem_x509_certificate
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from joinadmin.rawsql import execute
+from joinadmin.rawsql import column, execute, table
 from joins.ca import HostCA, decrypt_private_key, encrypt_private_key, generate_host_ca
 from joins.models import CertificateAuthority
 
@@ -97,24 +96,22 @@ def signing_material(
     return cached[1], material[1]
 
 
-def ca_version_sql(quote: Callable[[str], str]) -> str:
-    """Three scalar subqueries, the parts of `ca_version()`, with identifiers quoted by `quote`:
-    the active CA's id, how many CAs there are and the newest one's id. As ids only grow, the
-    count and the newest id change whenever a CA is added or deleted."""
-    meta = CertificateAuthority._meta
-    table, column = quote(meta.db_table), quote(meta.pk.column)
-    active = quote(meta.get_field("active").column)
+def ca_version_sql() -> str:
+    """Three scalar subqueries, the parts of `ca_version()`: the active CA's id, how many CAs
+    there are and the newest one's id. As ids only grow, the count and the newest id change
+    whenever a CA is added or deleted."""
+    ca, key = table(CertificateAuthority), column(CertificateAuthority, "id")
+    active = column(CertificateAuthority, "active")
     # Identifiers come from the model's meta and are quoted; there are no values.
     return (
-        f"(SELECT max({column}) FROM {table} WHERE {active}), "  # noqa: S608
-        f"(SELECT count(*) FROM {table}), (SELECT max({column}) FROM {table})"
+        f"(SELECT max({key}) FROM {ca} WHERE {active}), "  # noqa: S608
+        f"(SELECT count(*) FROM {ca}), (SELECT max({key}) FROM {ca})"
     )
 
 
 def ca_version() -> tuple[Any, ...]:
     """(active CA id or None, number of CAs, newest CA id or None): see `signing_material`."""
-    quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
-    (row,) = execute(f"SELECT {ca_version_sql(quote)}", [], fetch=True)
+    (row,) = execute(f"SELECT {ca_version_sql()}", [], fetch=True)
     return tuple(row)
 
 

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from joins.ca_errors import CAError, CAKeyError, CAUnusableError
+from joins.iid_der import SEQUENCE, encode
 from joins.keys import (
     ALLOWED_CURVES,
     MAX_KEY_TEXT,
@@ -54,7 +55,7 @@ from joins.keys import (
     load_public_tls_key,
 )
 from joins.keywrap import MIN_SECRET_CHARS, PrivateKey, decrypt_private_key, encrypt_private_key
-from joins.leafcert import LeafEncoder, tlv
+from joins.leafcert import LeafEncoder
 from joins.sshcert import NONCE_BYTES, CAKey, host_certificate
 
 # Public key checks (`joins.keys`), key sealing (`joins.keywrap`) and the CA errors
@@ -141,7 +142,7 @@ def _check_cluster_name(cluster_name: object) -> str:
 
 
 def _encode_roles(roles: Sequence[str]) -> bytes:
-    return tlv(0x30, b"".join(tlv(0x0C, role.encode("utf-8")) for role in roles))
+    return encode(SEQUENCE, b"".join(encode(0x0C, role.encode("utf-8")) for role in roles))
 
 
 def _decode_roles(data: bytes) -> list[str]:

@@ -1,4 +1,5 @@
-"""A strict reader for the few BER/DER shapes found in an AWS-signed identity document.
+"""A strict reader for the few BER/DER shapes found in an AWS-signed identity document, and the
+DER encoders the verifier and the host certificates (joins/leafcert.py) write with.
 
 The verifier walks the CMS structure with this cursor instead of a general ASN.1 decoder for two
 measured reasons: pyasn1's BER decoder cannot read AWS's documents (an indefinite-length open type
@@ -217,8 +218,12 @@ def encode_length(length: int) -> bytes:
 
 
 def encode(tag: int, contents: bytes) -> bytes:
-    """One DER element: tag, shortest length, contents."""
-    return bytes((tag,)) + encode_length(len(contents)) + contents
+    """One DER element: tag, shortest length, contents (a short length written in place: a
+    host certificate encodes some thirty elements per join)."""
+    length = len(contents)
+    if length < 0x80:
+        return bytes((tag, length)) + contents
+    return bytes((tag,)) + encode_length(length) + contents
 
 
 def encode_integer(value: int) -> bytes:

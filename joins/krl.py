@@ -21,15 +21,13 @@ import struct
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+from joins.sshcert import ssh_string
+
 MAGIC = b"SSHKRL\n\x00"
 FORMAT_VERSION = 1
 SECTION_CERTIFICATES = 1
 CERT_SECTION_SERIAL_LIST = 0x20
 MAX_SERIAL = 2**64 - 1
-
-
-def _string(data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + data
 
 
 def ca_key_blob(public_key_line: str) -> bytes:
@@ -68,8 +66,8 @@ def build_krl(
     out = [
         MAGIC,
         struct.pack(">IQQQ", FORMAT_VERSION, version, max(0, int(generated.timestamp())), 0),
-        _string(b""),  # reserved
-        _string(comment.encode()),
+        ssh_string(b""),  # reserved
+        ssh_string(comment.encode()),
     ]
     for ca_blob, serials in sections:
         ordered = sorted(set(serials))
@@ -79,10 +77,10 @@ def build_krl(
             raise ValueError("SSH certificate serials are 64-bit numbers above 0")
         serial_list = b"".join(struct.pack(">Q", serial) for serial in ordered)
         body = (
-            _string(ca_blob)
-            + _string(b"")  # reserved
+            ssh_string(ca_blob)
+            + ssh_string(b"")  # reserved
             + bytes([CERT_SECTION_SERIAL_LIST])
-            + _string(serial_list)
+            + ssh_string(serial_list)
         )
-        out.append(bytes([SECTION_CERTIFICATES]) + _string(body))
+        out.append(bytes([SECTION_CERTIFICATES]) + ssh_string(body))
     return b"".join(out)

@@ -36,20 +36,26 @@ from datetime import datetime
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from pyasn1.codec.der import encoder as der_encoder
+from pyasn1.type import univ
+
+from joins.iid_der import (
+    GENERALIZED_TIME,
+    OCTET_STRING,
+    SEQUENCE,
+    SET,
+    UTC_TIME,
+    Cursor,
+    encode,
+    encode_integer,
+)
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
-# DER tags.
+# DER tags beyond the ones joins/iid_der.py names.
 _BOOLEAN_TRUE = b"\x01\x01\xff"
-_INTEGER = 0x02
 _BIT_STRING = 0x03
-_OCTET_STRING = 0x04
-_OID = 0x06
 _UTF8_STRING = 0x0C
-_UTC_TIME = 0x17
-_GENERALIZED_TIME = 0x18
-_SEQUENCE = 0x30
-_SET = 0x31
 
 # Object identifiers, DER-encoded with their tag.
 _OID_ORGANIZATION = b"\x06\x03\x55\x04\x0a"  # 2.5.4.10
@@ -76,42 +82,28 @@ _KEY_USAGE_SIGN_AGREE = b"\x03\x02\x03\x88"
 _UTC_TIME_LAST_YEAR = 2049
 
 
-def tlv(tag: int, content: bytes) -> bytes:
-    """One DER element: tag, definite length, content."""
-    length = len(content)
-    if length < 0x80:
-        return bytes((tag, length)) + content
-    size = length.to_bytes((length.bit_length() + 7) // 8, "big")
-    return bytes((tag, 0x80 | len(size))) + size + content
-
-
-def integer(value: int) -> bytes:
-    """A non-negative INTEGER in its shortest two's complement form."""
-    if value < 0:
-        raise ValueError("only non-negative integers are encoded here")
-    return tlv(_INTEGER, value.to_bytes(value.bit_length() // 8 + 1, "big"))
-
-
 def _time(value: datetime) -> bytes:
     # Whole seconds in UTC: the caller passes `_utc_seconds` values (joins/ca.py).
     if value.year <= _UTC_TIME_LAST_YEAR:
-        return tlv(_UTC_TIME, value.strftime("%y%m%d%H%M%SZ").encode("ascii"))
-    return tlv(_GENERALIZED_TIME, value.strftime("%Y%m%d%H%M%SZ").encode("ascii"))
+        return encode(UTC_TIME, value.strftime("%y%m%d%H%M%SZ").encode("ascii"))
+    return encode(GENERALIZED_TIME, value.strftime("%Y%m%d%H%M%SZ").encode("ascii"))
 
 
 def _attribute(oid: bytes, value: str) -> bytes:
     """One relative distinguished name holding one attribute, as a UTF8String."""
-    return tlv(_SET, tlv(_SEQUENCE, oid + tlv(_UTF8_STRING, value.encode("utf-8"))))
+    return encode(SET, encode(SEQUENCE, oid + encode(_UTF8_STRING, value.encode("utf-8"))))
 
 
 def _extension(oid: bytes, value: bytes, *, critical: bool = False) -> bytes:
-    return tlv(_SEQUENCE, oid + (_BOOLEAN_TRUE if critical else b"") + tlv(_OCTET_STRING, value))
+    return encode(
+        SEQUENCE, oid + (_BOOLEAN_TRUE if critical else b"") + encode(OCTET_STRING, value)
+    )
 
 
 def _general_name(name: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> bytes:
     if isinstance(name, str):
-        return tlv(0x82, name.encode("ascii"))  # [2] dNSName, IA5String
-    return tlv(0x87, name.packed)  # [7] iPAddress
+        return encode(0x82, name.encode("ascii"))  # [2] dNSName, IA5String
+    return encode(0x87, name.packed)  # [7] iPAddress
 
 
 class LeafEncoder:
@@ -133,18 +125,18 @@ class LeafEncoder:
         self._signature = ec.ECDSA(hashes.SHA256())
         ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
         # version v3, then (after the serial) the signature algorithm and the issuer.
-        self._version = tlv(0xA0, integer(2))
+        self._version = encode(0xA0, encode_integer(2))
         self._algorithm_and_issuer = _ECDSA_WITH_SHA256 + ca_cert.subject.public_bytes()
         self._basic_constraints = _extension(
-            _EXT_BASIC_CONSTRAINTS, tlv(_SEQUENCE, b""), critical=True
+            _EXT_BASIC_CONSTRAINTS, encode(SEQUENCE, b""), critical=True
         )
         self._extended_key_usage = _extension(
-            _EXT_EXTENDED_KEY_USAGE, tlv(_SEQUENCE, _SERVER_AUTH + _CLIENT_AUTH)
+            _EXT_EXTENDED_KEY_USAGE, encode(SEQUENCE, _SERVER_AUTH + _CLIENT_AUTH)
         )
         self._authority_key_id = _extension(
-            _EXT_AUTHORITY_KEY_IDENTIFIER, tlv(_SEQUENCE, tlv(0x80, ski))
+            _EXT_AUTHORITY_KEY_IDENTIFIER, encode(SEQUENCE, encode(0x80, ski))
         )
-        self._roles_oid = tlv(_OID, _oid_body(roles_oid))
+        self._roles_oid = bytes(der_encoder.encode(univ.ObjectIdentifier(roles_oid.dotted_string)))
         self._crl_points: dict[str, bytes] = {}
 
     def issue(
@@ -167,8 +159,8 @@ class LeafEncoder:
         spki = public_key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        subject = tlv(
-            _SEQUENCE,
+        subject = encode(
+            SEQUENCE,
             _attribute(_OID_ORGANIZATION, organization)
             + b"".join(_attribute(_OID_ORGANIZATIONAL_UNIT, unit) for unit in units)
             + _attribute(_OID_COMMON_NAME, common_name),
@@ -179,26 +171,26 @@ class LeafEncoder:
             self._extended_key_usage,
             _extension(
                 _EXT_SUBJECT_ALT_NAME,
-                tlv(_SEQUENCE, b"".join(_general_name(name) for name in names)),
+                encode(SEQUENCE, b"".join(_general_name(name) for name in names)),
             ),
             self._authority_key_id,
-            _extension(_EXT_SUBJECT_KEY_IDENTIFIER, tlv(_OCTET_STRING, _key_identifier(spki))),
+            _extension(_EXT_SUBJECT_KEY_IDENTIFIER, encode(OCTET_STRING, _key_identifier(spki))),
             _extension(self._roles_oid, roles),
         ]
         if crl_url:
             extensions.append(self._crl_point(crl_url))
-        tbs = tlv(
-            _SEQUENCE,
+        tbs = encode(
+            SEQUENCE,
             self._version
-            + integer(serial)
+            + encode_integer(serial)
             + self._algorithm_and_issuer
-            + tlv(_SEQUENCE, _time(not_before) + _time(not_after))
+            + encode(SEQUENCE, _time(not_before) + _time(not_after))
             + subject
             + spki
-            + tlv(0xA3, tlv(_SEQUENCE, b"".join(extensions))),
+            + encode(0xA3, encode(SEQUENCE, b"".join(extensions))),
         )
         signature = self._key.sign(tbs, self._signature)
-        der = tlv(_SEQUENCE, tbs + _ECDSA_WITH_SHA256 + tlv(_BIT_STRING, b"\x00" + signature))
+        der = encode(SEQUENCE, tbs + _ECDSA_WITH_SHA256 + encode(_BIT_STRING, b"\x00" + signature))
         return _pem(der)
 
     def _crl_point(self, url: str) -> bytes:
@@ -206,8 +198,8 @@ class LeafEncoder:
         encoded = self._crl_points.get(url)
         if encoded is None:
             # DistributionPoint { distributionPoint [0] { fullName [0] { [6] URI } } }
-            point = tlv(_SEQUENCE, tlv(0xA0, tlv(0xA0, tlv(0x86, url.encode("ascii")))))
-            encoded = _extension(_EXT_CRL_DISTRIBUTION_POINTS, tlv(_SEQUENCE, point))
+            point = encode(SEQUENCE, encode(0xA0, encode(0xA0, encode(0x86, url.encode("ascii")))))
+            encoded = _extension(_EXT_CRL_DISTRIBUTION_POINTS, encode(SEQUENCE, point))
             self._crl_points = {url: encoded}  # one URL per server; replaced, never grows
         return encoded
 
@@ -216,24 +208,14 @@ def _key_identifier(spki: bytes) -> bytes:
     """The subject key identifier of a SubjectPublicKeyInfo: SHA-1 of its subjectPublicKey bits
     (RFC 5280, 4.2.1.2, method 1), read from the DER that was just encoded for the certificate
     instead of encoding the key once more."""
-    _, body = _element(spki, 0, _SEQUENCE)
-    algorithm_end, _ = _element(spki, body, _SEQUENCE)
-    end, bits = _element(spki, algorithm_end, _BIT_STRING)
-    if end != len(spki) or spki[bits] != 0:
+    cursor = Cursor(spki)
+    cursor.enter(SEQUENCE)
+    cursor.element(SEQUENCE)  # the algorithm
+    bits = cursor.primitive(_BIT_STRING)
+    cursor.leave()
+    if not cursor.done() or not bits or bits[0] != 0:
         raise ValueError("not a SubjectPublicKeyInfo with whole-byte key bits")
-    return hashlib.sha1(spki[bits + 1 : end], usedforsecurity=False).digest()
-
-
-def _element(der: bytes, position: int, tag: int) -> tuple[int, int]:
-    """The element of tag `tag` at `position` in `der`: (where it ends, where its content
-    starts)."""
-    if der[position] != tag:
-        raise ValueError(f"expected tag {tag:#x} at {position}")
-    length, start = der[position + 1], position + 2
-    if length & 0x80:
-        size = length & 0x7F
-        length, start = int.from_bytes(der[start : start + size], "big"), start + size
-    return start + length, start
+    return hashlib.sha1(bits[1:], usedforsecurity=False).digest()
 
 
 def _key_usage(key: PublicKey) -> bytes:
@@ -242,21 +224,6 @@ def _key_usage(key: PublicKey) -> bytes:
     if isinstance(key, ec.EllipticCurvePublicKey):
         return _KEY_USAGE_SIGN_AGREE
     return _KEY_USAGE_SIGN
-
-
-def _oid_body(oid: x509.ObjectIdentifier) -> bytes:
-    """The content octets of an OBJECT IDENTIFIER (X.690, 8.19)."""
-    arcs = [int(arc) for arc in oid.dotted_string.split(".")]
-    values = [arcs[0] * 40 + arcs[1], *arcs[2:]]
-    out = bytearray()
-    for value in values:
-        chunk = [value & 0x7F]
-        value >>= 7
-        while value:
-            chunk.append(0x80 | (value & 0x7F))
-            value >>= 7
-        out.extend(reversed(chunk))
-    return bytes(out)
 
 
 def _pem(der: bytes) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from joinadmin import rawsql
+from joinadmin.rawsql import column, table
 from joins.authority import ca_version_sql
 from joins.models import Host
 from tokens.cache import COLUMNS as TOKEN_COLUMNS
@@ -49,21 +50,13 @@ class JoinReads:
 
 @cache
 def _sql(vendor: str) -> str:
-    ops = connections[DEFAULT_DB_ALIAS].ops
-    quote = ops.quote_name
-
-    def table(model: Any) -> str:
-        return quote(model._meta.db_table)
-
-    def column(model: Any, name: str) -> str:
-        return quote(model._meta.get_field(name).column)
-
+    """The statement, per database vendor (its quoting)."""
     token_columns = ", ".join(f"t.{column(Token, name)}" for name in TOKEN_COLUMNS)
     # Identifiers come from the models' meta and are quoted; values only ever go as parameters.
     return (
         f"SELECT {token_columns}, "  # noqa: S608
         f"(SELECT h.{column(Host, 'id')} FROM {table(Host)} h "
-        f"WHERE h.{column(Host, 'host_id')} = %s), {ca_version_sql(quote)} "
+        f"WHERE h.{column(Host, 'host_id')} = %s), {ca_version_sql()} "
         f"FROM (SELECT 1 AS one) AS one LEFT JOIN {table(Token)} t "
         f"ON t.{column(Token, 'name')} = %s"
     )

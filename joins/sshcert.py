@@ -44,13 +44,14 @@ _CURVES = {"secp256r1": b"nistp256", "secp384r1": b"nistp384", "secp521r1": b"ni
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 
-def _string(data: bytes) -> bytes:
+def ssh_string(data: bytes) -> bytes:
+    """An SSH wire `string` (RFC 4251, 5): a 32-bit length, then the bytes."""
     return struct.pack(">I", len(data)) + data
 
 
 def _mpint(value: int) -> bytes:
     # Non-negative: big-endian with a leading zero byte when the top bit is set (RFC 4251).
-    return _string(value.to_bytes(value.bit_length() // 8 + 1, "big") if value else b"")
+    return ssh_string(value.to_bytes(value.bit_length() // 8 + 1, "big") if value else b"")
 
 
 def _key_blob(key: PublicKey) -> bytes:
@@ -58,7 +59,7 @@ def _key_blob(key: PublicKey) -> bytes:
     public fields."""
     if isinstance(key, ed25519.Ed25519PublicKey):
         raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        return _string(b"ssh-ed25519") + _string(raw)
+        return ssh_string(b"ssh-ed25519") + ssh_string(raw)
     if isinstance(key, ec.EllipticCurvePublicKey):
         curve = _CURVES.get(key.curve.name)
         if curve is None:
@@ -66,10 +67,10 @@ def _key_blob(key: PublicKey) -> bytes:
         point = key.public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
-        return _string(b"ecdsa-sha2-" + curve) + _string(curve) + _string(point)
+        return ssh_string(b"ecdsa-sha2-" + curve) + ssh_string(curve) + ssh_string(point)
     if isinstance(key, rsa.RSAPublicKey):
         numbers = key.public_numbers()
-        return _string(b"ssh-rsa") + _mpint(numbers.e) + _mpint(numbers.n)
+        return ssh_string(b"ssh-rsa") + _mpint(numbers.e) + _mpint(numbers.n)
     raise ValueError(f"{type(key).__name__} keys have no OpenSSH certificate type here")
 
 
@@ -78,11 +79,11 @@ class CAKey:
 
     def __init__(self, private_key: ed25519.Ed25519PrivateKey) -> None:
         self._key = private_key
-        self.public_blob = _string(_key_blob(private_key.public_key()))
+        self.public_blob = ssh_string(_key_blob(private_key.public_key()))
 
     def sign(self, data: bytes) -> bytes:
         """The OpenSSH signature blob of `data`: `string "ssh-ed25519"`, `string signature`."""
-        return _string(_string(b"ssh-ed25519") + _string(self._key.sign(data)))
+        return ssh_string(ssh_string(b"ssh-ed25519") + ssh_string(self._key.sign(data)))
 
 
 def host_certificate(
@@ -115,16 +116,16 @@ def host_certificate(
     cert_type = key_type + b"-cert-v01@openssh.com"
     signed = b"".join(
         (
-            _string(cert_type),
-            _string(nonce),
+            ssh_string(cert_type),
+            ssh_string(nonce),
             key_blob[4 + type_length :],  # the key's public fields, already in wire form
             struct.pack(">QI", serial, HOST_CERT),
-            _string(key_id.encode("ascii")),
-            _string(b"".join(_string(name.encode("ascii")) for name in principals)),
+            ssh_string(key_id.encode("ascii")),
+            ssh_string(b"".join(ssh_string(name.encode("ascii")) for name in principals)),
             struct.pack(">QQ", valid_after, valid_before),
-            _string(b""),  # critical options
-            _string(b""),  # extensions
-            _string(b""),  # reserved
+            ssh_string(b""),  # critical options
+            ssh_string(b""),  # extensions
+            ssh_string(b""),  # reserved
             ca.public_blob,
         )
     )

@@ -38,15 +38,11 @@ _entries: dict[str, CachedToken] = {}
 _lock = threading.Lock()
 
 
-def _version(name: str) -> tuple[Any, ...] | None:
-    """The row as the database driver returns it: all that the resource is built from."""
+def read_row(name: str) -> tuple[Any, ...] | None:
+    """The row named `name` (`COLUMNS`) as the database driver returns it: all that the resource
+    is built from, its version. A join reads it with its other reads (joins/reads.py)."""
     rows = select(Token, COLUMNS, where="name", value=name)
     return rows[0] if rows else None
-
-
-def token_for_join(name: str) -> CachedToken | None:
-    """The token named `name` as the database holds it now, or None when there is none."""
-    return token_of_row(name, _version(name))
 
 
 def token_of_row(name: str, version: tuple[Any, ...] | None) -> CachedToken | None:
@@ -63,7 +59,7 @@ def token_of_row(name: str, version: tuple[Any, ...] | None) -> CachedToken | No
     resource = row.to_resource()
     entry = CachedToken(version=version, resource=resource, snapshot=resource_snapshot(resource))
     # Keep it only if the row did not change while it was read: then it is what `version` names.
-    if _version(name) == version:
+    if read_row(name) == version:
         with _lock:
             if len(_entries) >= MAX_ENTRIES:
                 _entries.clear()

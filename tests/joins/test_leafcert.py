@@ -21,7 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from joins.ca import HOST_ROLES_OID, _encode_roles, generate_host_ca
-from joins.leafcert import LeafEncoder, integer, tlv
+from joins.iid_der import encode, encode_integer
+from joins.leafcert import LeafEncoder
 
 CA = generate_host_ca("example.com", datetime(2026, 1, 1, tzinfo=UTC), timedelta(days=36500))
 KEYS = {
@@ -186,15 +187,15 @@ def test_a_tampered_certificate_does_not_verify():
     ],
 )
 def test_integers_take_their_shortest_positive_form(value, encoded):
-    assert integer(value).hex() == encoded
+    assert encode_integer(value).hex() == encoded
 
 
 @pytest.mark.parametrize(
     ("size", "header"), [(0, "0400"), (127, "047f"), (128, "048180"), (300, "0482012c")]
 )
 def test_lengths_take_the_short_form_below_128_and_the_long_form_above(size, header):
-    assert tlv(0x04, b"\x00" * size).hex().startswith(header)
-    assert len(tlv(0x04, b"\x00" * size)) == len(header) // 2 + size
+    assert encode(0x04, b"\x00" * size).hex().startswith(header)
+    assert len(encode(0x04, b"\x00" * size)) == len(header) // 2 + size
 
 
 def test_an_encoder_refuses_a_ca_key_other_than_p256():
