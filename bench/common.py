@@ -531,9 +531,17 @@ class Round:
         end = self.started + self.window
         return sum(1 for reply in self.replies if reply.status == 200 and reply.answered <= end)
 
-    def rate(self) -> float:
-        """Answers 200 a second within the window (see `closed_loop`)."""
-        return self.ok_in_window() / self.window if self.window > 0 else 0.0
+    def rate(self, skip: float = 0.0) -> float:
+        """Answers 200 a second within the window (see `closed_loop`), leaving out its first
+        `skip` seconds: the steady rate, without the start of a loop whose clients all begin at
+        once."""
+        start, end = self.started + skip, self.started + self.window
+        if end <= start:
+            return 0.0
+        answered = sum(
+            1 for reply in self.replies if reply.status == 200 and start < reply.answered <= end
+        )
+        return answered / (end - start)
 
 
 async def closed_loop(

@@ -1,6 +1,6 @@
 """Throughput: joins per second with AWS answering at once, against a no-op DRF endpoint.
 
-Run: `.venv/bin/python bench/throughput.py [--seconds 5] [--rounds 3] [--connections 256]`
+Run: `.venv/bin/python bench/throughput.py [--seconds 5] [--rounds 5] [--connections 256]`
 Profile: `.venv/bin/python bench/throughput.py --profile 300` (no server: the joins run one after
 another in this process under cProfile, against the same stand-in, to show what a join spends
 its time on; the figures of a profiled run are slower than real ones, and one at a time each
@@ -13,17 +13,23 @@ default workers and threads, coalescing on, SQLite in a fresh data dir) with
 answers `{"ok": true}`; no authentication, no database). AWS is `bench/ec2_standin.py` without
 throttling and without delay. Every join is a distinct instance, its document signed before
 the clock starts; the no-op gets the same bodies. Peak rate: `--connections` keep-alive clients,
-each posting its next request as soon as the last is answered, for `--seconds`; the rate counts
-the answers 200 complete within those seconds, as wrk does (the requests still in flight at the
-end are answered and count in the latencies, outcomes and CPU, not in the rate: how long the
-last of them take is the end of the loop, and a join's last lookups wait for their batch to
-go, so counting that wait would make the rate depend on the round's length); no-op and join
-rounds alternate `--rounds` times and the best round of each counts (it removes most noise of
-other processes on the machine). Latency: joins sent at a fixed rate of half the peak join rate
-for twice `--seconds`, timed from when each was due (a queue cannot hide), p50 and p99.
-Each round also reports the CPU time of the server's worker processes per answered request and
-the share of the machine's CPU left idle (`/proc`): client, stand-in and server share the CPUs,
-so these say whether a round was bound by the server's CPU per request.
+each posting its next request as soon as the last is answered, for `--seconds`. The rate is the
+steady one: the answers 200 complete between the end of the round's first second and the end
+of the round, over that span. The requests still in flight at the end are answered and count in
+the latencies, outcomes and CPU, not in the rate (as wrk does: how long the last of them take is
+the end of the loop, and a join's last lookups wait for their batch to go); the first second is
+left out because every client starts at once (a join's first answers wait for the first batch
+to fill, a no-op's for nothing), so counting it would make the rate depend on the round's
+length. Rounds alternate, no-op first and last (`--rounds` join rounds between `--rounds` + 1
+no-op rounds), and each join round is set against the mean of the no-op rounds just before and
+just after it: this machine's speed moves by half within seconds (the same pure-Python loop
+takes 0.25 to 0.45 s from one moment to the next), and a ratio of neighbouring rounds cancels
+what moves slower than a round. The result is the median of those ratios; the best rounds of
+each are shown too. Latency: joins sent at a fixed rate of half the best join rate for twice
+`--seconds`, timed from when each was due (a queue cannot hide), p50 and p99. Each round also
+reports the CPU time of the server's worker processes per answered request and the share of
+the machine's CPU left idle (`/proc`): client, stand-in and server share the CPUs, so these say
+whether a round was bound by the server's CPU per request.
 
 Target: the join reaches at least 40% of the no-op rate. The run exits 1 when it does not.
 """
@@ -34,6 +40,7 @@ import argparse
 import asyncio
 import itertools
 import os
+import statistics
 import sys
 import time
 from collections.abc import Coroutine
@@ -57,6 +64,7 @@ from bench.common import (
 )
 
 TARGET_RATIO = 0.40
+RAMP_SECONDS = 1.0  # the start of a peak round, left out of its rate (see the module doc)
 WARM_UP = 64  # joins before the timed rounds
 # What the profile reports the cumulative time of: the join's checks (joins/checks.py) and the
 # parts of `_register`.
@@ -177,14 +185,26 @@ def profile(count: int) -> int:
     return 0
 
 
+def bracketed_ratios(noop_rates: list[float], join_rates: list[float]) -> list[float]:
+    """Each join round's rate over the mean of the no-op rounds either side of it (rounds
+    alternate no-op, join, ..., no-op: one more no-op rate than join rates)."""
+    if len(noop_rates) != len(join_rates) + 1:
+        raise ValueError("a no-op round must come before and after every join round")
+    return [
+        join / ((noop_rates[number] + noop_rates[number + 1]) / 2)
+        for number, join in enumerate(join_rates)
+    ]
+
+
 def line(name: str, loop: Round, cpu: float, server: tuple[float, float]) -> str:
-    """A row of the table: the answers 200 within the loop's window make the rate."""
+    """A row of the table: the answers 200 within the loop's window, and the steady rate
+    (without the round's first second)."""
     latencies = [reply.seconds * 1000 for reply in loop.replies]
     ok = sum(1 for reply in loop.replies if reply.status == 200)
     server_cpu, idle = server
     return (
         f"| {name} | {len(loop.replies)} | {ok} | {loop.ok_in_window()} in {loop.window:.2f} s | "
-        f"{loop.rate():.1f}/s | {loop.elapsed:.2f} s | "
+        f"{loop.rate(RAMP_SECONDS):.1f}/s | {loop.elapsed:.2f} s | "
         f"{percentile(latencies, 0.5):.1f} ms | {percentile(latencies, 0.99):.1f} ms | "
         f"{cpu:.2f} s | {server_cpu / max(ok, 1) * 1000:.3f} ms | {idle:.0%} |"
     )
@@ -193,10 +213,10 @@ def line(name: str, loop: Round, cpu: float, server: tuple[float, float]) -> str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="length of a peak round")
-    parser.add_argument("--rounds", type=int, default=3, help="peak rounds per endpoint")
+    parser.add_argument("--rounds", type=int, default=5, help="join rounds (no-op: one more)")
     parser.add_argument("--connections", type=int, default=256, help="clients in peak rounds")
     parser.add_argument("--profile", type=int, default=0, help="profile this many joins instead")
-    parser.add_argument("--documents", type=int, default=28000, help="signed join bodies")
+    parser.add_argument("--documents", type=int, default=40000, help="signed join bodies")
     parser.add_argument(
         "--database-url",
         default="",
@@ -250,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                     outcomes[key] = outcomes.get(key, 0) + value
             return loop
 
-        for round_number in range(1, args.rounds + 1):
+        for round_number in range(1, args.rounds + 2):
             loop = measured(
                 f"no-op, round {round_number}",
                 closed_loop(
@@ -262,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 joins=False,
             )
-            noop_rates.append(loop.rate())
+            noop_rates.append(loop.rate(RAMP_SECONDS))
+            if round_number > args.rounds:
+                break
             loop = measured(
                 f"join, round {round_number}",
                 closed_loop(
@@ -275,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
                 joins=True,
             )
             next_body += len(loop.replies)
-            join_rates.append(loop.rate())
+            join_rates.append(loop.rate(RAMP_SECONDS))
         half = max(join_rates) / 2
         measured(
             f"join at {half:.0f}/s (half the peak)",
@@ -292,16 +314,26 @@ def main(argv: list[str] | None = None) -> int:
         f"average (1 min) at the end {os.getloadavg()[0]:.2f}."
     )
     print(
-        "| round | requests | answered 200 | 200 within the round | rate | last answer | p50 "
-        "| p99 | client CPU | server CPU per answer | idle |"
+        "| round | requests | answered 200 | 200 within the round | steady rate | last answer "
+        "| p50 | p99 | client CPU | server CPU per answer | idle |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(row)
-    ratio = max(join_rates) / max(noop_rates)
+    ratios = bracketed_ratios(noop_rates, join_rates)
+    ratio = statistics.median(ratios)
+    print("\n| join round | no-op before | join | no-op after | join / mean of the no-ops |")
+    print("|---|---|---|---|---|")
+    for number, value in enumerate(ratios):
+        print(
+            f"| {number + 1} | {noop_rates[number]:.1f}/s | {join_rates[number]:.1f}/s | "
+            f"{noop_rates[number + 1]:.1f}/s | {value:.1%} |"
+        )
     print(
-        f"\nBest no-op {max(noop_rates):.1f}/s, best join {max(join_rates):.1f}/s: the join "
-        f"reaches {ratio:.0%} of the no-op rate (target {TARGET_RATIO:.0%})."
+        f"\nThe join reaches {ratio:.1%} of the no-op rate (median of {len(ratios)} rounds, "
+        f"{min(ratios):.1%} to {max(ratios):.1%}; target {TARGET_RATIO:.0%}). Best rounds: "
+        f"no-op {max(noop_rates):.1f}/s, join {max(join_rates):.1f}/s "
+        f"({max(join_rates) / max(noop_rates):.1%})."
     )
     print(
         f"Join outcomes: {outcomes}. DescribeInstances calls: {stats['describe_calls']} for "

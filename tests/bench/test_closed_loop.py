@@ -1,13 +1,17 @@
 """The throughput benchmark's closed loop (bench/common.py): its rate counts the answers
-complete within the round, against a small HTTP server on this machine that answers after a
-set delay."""
+complete within the round (against a small HTTP server on this machine that answers after a
+set delay), its steady rate leaves out the round's start; and how bench/throughput.py sets each
+join round against the no-op rounds either side of it."""
 
 from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from bench.common import Reply, Round, closed_loop
+from bench.throughput import bracketed_ratios
 
 
 async def _serve_slowly(delay: float) -> tuple[asyncio.Server, int]:
@@ -63,3 +67,26 @@ def test_the_window_ends_early_when_the_bodies_run_out() -> None:
     assert loop.window == 0.3
     assert loop.ok_in_window() == 2
     assert abs(loop.rate() - 2 / 0.3) < 1e-9
+
+
+def test_the_steady_rate_leaves_out_the_start_of_the_round() -> None:
+    started = 100.0
+    replies = [
+        Reply(200, "", 0.5, started + 0.5),  # in the ramp: not counted
+        Reply(200, "", 1.0, started + 1.0),  # the ramp's last instant: not counted
+        Reply(200, "", 1.2, started + 1.2),
+        Reply(429, "rate_limited", 1.5, started + 1.5),  # not a 200
+        Reply(200, "", 2.9, started + 2.9),
+        Reply(200, "", 3.4, started + 3.4),  # after the round: not counted
+    ]
+    loop = Round(replies, started=started, seconds=3.0, elapsed=3.4)
+    assert abs(loop.rate(1.0) - 2 / 2.0) < 1e-9
+    assert abs(loop.rate() - 4 / 3.0) < 1e-9
+    assert loop.rate(3.0) == 0.0  # nothing left to count
+
+
+def test_each_join_round_is_set_against_the_no_op_rounds_either_side() -> None:
+    ratios = bracketed_ratios([1000.0, 1200.0, 800.0], [440.0, 500.0])
+    assert ratios == [440.0 / 1100.0, 500.0 / 1000.0]
+    with pytest.raises(ValueError, match="before and after"):
+        bracketed_ratios([1000.0, 1200.0], [440.0, 500.0])
