@@ -48,6 +48,7 @@ from tests.support.iid_signer import IIDSigner, make_document  # noqa: E402
 ACCOUNT = "123456789012"
 REGION = "us-west-2"
 TOKEN = "bench-token"
+PRIVATE_IP = "10.0.0.12"  # every document's privateIp (tests/support/iid_signer.py's default)
 TOKEN_YAML = f"""kind: token
 version: v2
 metadata:
@@ -109,13 +110,21 @@ def _sign_one(instance_id: str) -> bytes:
         instance_id=instance_id,
         region=REGION,
         pending_time=datetime.fromisoformat(pending),
+        privateIp=PRIVATE_IP,
     )
+    # The body joinadmin's agent sends (joinadmin_agent/cli.py): the host id it claims, its
+    # hostname as the node name, and its private address as an extra principal.
     return json.dumps(
         {
             "token": TOKEN,
+            "join_method": "ec2",
+            "host_id": f"{ACCOUNT}-{instance_id}",
+            "node_name": f"ip-{PRIVATE_IP.replace('.', '-')}.{REGION}.compute.internal",
             "ec2_identity_document": _signer.sign(document),
             "public_tls_key": tls_pem,
             "public_ssh_key": ssh_line,
+            "dns_names": [],
+            "additional_principals": [PRIVATE_IP],
         }
     ).encode()
 

@@ -11,25 +11,26 @@ Method: one server in the production setup (`gunicorn -c gunicorn.conf.py joinad
 default workers and threads, coalescing on, SQLite in a fresh data dir) with
 `JOINADMIN_BENCH_NOOP=true`, so that it also serves `POST /api/v1/noop` (DRF, parses the body,
 answers `{"ok": true}`; no authentication, no database). AWS is `bench/ec2_standin.py` without
-throttling and without delay. Every join is a distinct instance, its document signed before
-the clock starts; the no-op gets the same bodies. Peak rate: `--connections` keep-alive clients,
-each posting its next request as soon as the last is answered, for `--seconds`. The rate is the
-steady one: the answers 200 complete between the end of the round's first second and the end
-of the round, over that span. The requests still in flight at the end are answered and count in
-the latencies, outcomes and CPU, not in the rate (as wrk does: how long the last of them take is
-the end of the loop, and a join's last lookups wait for their batch to go); the first second is
-left out because every client starts at once (a join's first answers wait for the first batch
-to fill, a no-op's for nothing), so counting it would make the rate depend on the round's
-length. Rounds alternate, no-op first and last (`--rounds` join rounds between `--rounds` + 1
-no-op rounds), and each join round is set against the mean of the no-op rounds just before and
-just after it: this machine's speed moves by half within seconds (the same pure-Python loop
-takes 0.25 to 0.45 s from one moment to the next), and a ratio of neighbouring rounds cancels
-what moves slower than a round. The result is the median of those ratios; the best rounds of
-each are shown too. Latency: joins sent at a fixed rate of half the best join rate for twice
-`--seconds`, timed from when each was due (a queue cannot hide), p50 and p99. Each round also
-reports the CPU time of the server's worker processes per answered request and the share of
-the machine's CPU left idle (`/proc`): client, stand-in and server share the CPUs, so these say
-whether a round was bound by the server's CPU per request.
+throttling and without delay. Every join is a distinct instance, its document signed before the
+clock starts, its body the one joinadmin's agent sends (the host id it claims, a node name, its
+private address as a principal); the no-op gets the same bodies. Peak rate: `--connections`
+keep-alive clients, each posting its next request as soon as the last is answered, for
+`--seconds`. The rate is the steady one: the answers 200 complete between the end of the round's
+first second and the end of the round, over that span. The requests still in flight at the end
+are answered and count in the latencies, outcomes and CPU, not in the rate (as wrk does: how
+long the last of them take is the end of the loop, and a join's last lookups wait for their
+batch to go); the first second is left out because every client starts at once (a join's first
+answers wait for the first batch to fill, a no-op's for nothing), so counting it would make the
+rate depend on the round's length. Rounds alternate, no-op first and last (`--rounds` join
+rounds between `--rounds` + 1 no-op rounds), and each join round is set against the mean of the
+no-op rounds just before and just after it: this machine's speed moves by half within seconds
+(the same pure-Python loop takes 0.25 to 0.45 s from one moment to the next), and a ratio of
+neighbouring rounds cancels what moves slower than a round. The result is the median of those
+ratios; the best rounds of each are shown too. Latency: joins sent at a fixed rate of half the
+best join rate for twice `--seconds`, timed from when each was due (a queue cannot hide), p50
+and p99. Each round also reports the CPU time of the server's worker processes per answered
+request and the share of the machine's CPU left idle (`/proc`): client, stand-in and server
+share the CPUs, so these say whether a round was bound by the server's CPU per request.
 
 Target: the join reaches at least 40% of the no-op rate. The run exits 1 when it does not.
 """
