@@ -21,6 +21,8 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
 
+from joinadmin import sharedread
+
 
 def table(model: type[models.Model]) -> str:
     """`model`'s table name, quoted for the default database."""
@@ -87,12 +89,17 @@ def select(
     return execute(sql, params, fetch=True)
 
 
-def execute(sql: str, params: Sequence[Any], *, fetch: bool = False) -> list[tuple[Any, ...]]:
+def execute(
+    sql: str, params: Sequence[Any], *, fetch: bool = False, shared: bool = False
+) -> list[tuple[Any, ...]]:
     """Run `sql` (with `%s` placeholders) on the default connection; its rows when `fetch`.
 
     On SQLite without a query log, on the driver's connection with SQLite's placeholders (see
-    the module doc); otherwise through Django's cursor."""
+    the module doc); otherwise through Django's cursor. `shared` (a read) goes to the process's
+    shared SQLite connection when it may (joinadmin/sharedread.py)."""
     db = connections[DEFAULT_DB_ALIAS]
+    if shared and fetch and sharedread.usable(db):
+        return sharedread.execute(_qmarks(sql), params)
     if db.vendor == "sqlite" and not db.queries_logged:
         if db.connection is None:
             db.ensure_connection()

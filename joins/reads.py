@@ -65,7 +65,8 @@ def _sql(vendor: str) -> str:
 def read_for_join(token_name: str, host_id: str) -> JoinReads:
     """The join's reads for the token named `token_name` and the host id it claims."""
     vendor = connections[DEFAULT_DB_ALIAS].vendor
-    (row,) = rawsql.execute(_sql(vendor), [host_id, token_name], fetch=True)
+    # On SQLite, on the process's shared read connection (joinadmin/sharedread.py).
+    (row,) = rawsql.execute(_sql(vendor), [host_id, token_name], fetch=True, shared=True)
     width = len(TOKEN_COLUMNS)
     token = tuple(row[:width])
     return JoinReads(
