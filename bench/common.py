@@ -535,22 +535,19 @@ class Round:
         """The sending period: `seconds`, or less when the bodies ran out first."""
         return min(self.seconds, self.elapsed)
 
-    def ok_in_window(self) -> int:
-        """Answers 200 complete within the window."""
-        end = self.started + self.window
-        return sum(1 for reply in self.replies if reply.status == 200 and reply.answered <= end)
+    def ok_in_window(self, skip: float = 0.0) -> int:
+        """Answers 200 complete within the window, leaving out its first `skip` seconds."""
+        start, end = self.started + skip, self.started + self.window
+        return sum(
+            1 for reply in self.replies if reply.status == 200 and start < reply.answered <= end
+        )
 
     def rate(self, skip: float = 0.0) -> float:
         """Answers 200 a second within the window (see `closed_loop`), leaving out its first
         `skip` seconds: the steady rate, without the start of a loop whose clients all begin at
         once."""
-        start, end = self.started + skip, self.started + self.window
-        if end <= start:
-            return 0.0
-        answered = sum(
-            1 for reply in self.replies if reply.status == 200 and start < reply.answered <= end
-        )
-        return answered / (end - start)
+        span = self.window - skip
+        return self.ok_in_window(skip) / span if span > 0 else 0.0
 
 
 async def closed_loop(

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
 from joins.ca_errors import CAError, CAKeyError, CAUnusableError
-from joins.iid_der import SEQUENCE, encode
+from joins.iid_der import SEQUENCE, UTF8_STRING, Cursor, encode
 from joins.keys import (
     ALLOWED_CURVES,
     MAX_KEY_TEXT,
@@ -142,30 +142,20 @@ def _check_cluster_name(cluster_name: object) -> str:
 
 
 def _encode_roles(roles: Sequence[str]) -> bytes:
-    return encode(SEQUENCE, b"".join(encode(0x0C, role.encode("utf-8")) for role in roles))
+    return encode(SEQUENCE, b"".join(encode(UTF8_STRING, role.encode("utf-8")) for role in roles))
 
 
 def _decode_roles(data: bytes) -> list[str]:
-    def read(buf: bytes, pos: int, tag: int) -> tuple[bytes, int]:
-        if pos + 2 > len(buf) or buf[pos] != tag:
-            raise ValueError("unexpected tag")
-        length, pos = buf[pos + 1], pos + 2
-        if length & 0x80:
-            count = length & 0x7F
-            if not 1 <= count <= 2 or pos + count > len(buf):
-                raise ValueError("bad length")
-            length, pos = int.from_bytes(buf[pos : pos + count], "big"), pos + count
-        if pos + length > len(buf):
-            raise ValueError("truncated")
-        return buf[pos : pos + length], pos + length
-
-    body, end = read(data, 0, 0x30)
-    if end != len(data):
-        raise ValueError("trailing data")
-    roles, pos = [], 0
-    while pos < len(body):
-        value, pos = read(body, pos, 0x0C)
-        roles.append(value.decode("utf-8"))
+    """The roles `_encode_roles` wrote: a SEQUENCE of UTF8Strings, nothing after it (ValueError,
+    as `DERError` is one, for anything else)."""
+    cursor = Cursor(data)
+    cursor.enter(SEQUENCE)
+    roles = []
+    while not cursor.at_end():
+        roles.append(cursor.primitive(UTF8_STRING).decode("utf-8"))
+    cursor.leave()
+    if not cursor.done():
+        raise ValueError("trailing data after the roles")
     return roles
 
 

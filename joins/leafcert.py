@@ -40,11 +40,13 @@ from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.type import univ
 
 from joins.iid_der import (
+    BIT_STRING,
     GENERALIZED_TIME,
     OCTET_STRING,
     SEQUENCE,
     SET,
     UTC_TIME,
+    UTF8_STRING,
     Cursor,
     encode,
     encode_integer,
@@ -52,10 +54,8 @@ from joins.iid_der import (
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
-# DER tags beyond the ones joins/iid_der.py names.
+# A BOOLEAN TRUE element, whole (the critical flag of an extension).
 _BOOLEAN_TRUE = b"\x01\x01\xff"
-_BIT_STRING = 0x03
-_UTF8_STRING = 0x0C
 
 # Object identifiers, DER-encoded with their tag.
 _OID_ORGANIZATION = b"\x06\x03\x55\x04\x0a"  # 2.5.4.10
@@ -91,7 +91,7 @@ def _time(value: datetime) -> bytes:
 
 def _attribute(oid: bytes, value: str) -> bytes:
     """One relative distinguished name holding one attribute, as a UTF8String."""
-    return encode(SET, encode(SEQUENCE, oid + encode(_UTF8_STRING, value.encode("utf-8"))))
+    return encode(SET, encode(SEQUENCE, oid + encode(UTF8_STRING, value.encode("utf-8"))))
 
 
 def _extension(oid: bytes, value: bytes, *, critical: bool = False) -> bytes:
@@ -190,7 +190,7 @@ class LeafEncoder:
             + encode(0xA3, encode(SEQUENCE, b"".join(extensions))),
         )
         signature = self._key.sign(tbs, self._signature)
-        der = encode(SEQUENCE, tbs + _ECDSA_WITH_SHA256 + encode(_BIT_STRING, b"\x00" + signature))
+        der = encode(SEQUENCE, tbs + _ECDSA_WITH_SHA256 + encode(BIT_STRING, b"\x00" + signature))
         return _pem(der)
 
     def _crl_point(self, url: str) -> bytes:
@@ -211,7 +211,7 @@ def _key_identifier(spki: bytes) -> bytes:
     cursor = Cursor(spki)
     cursor.enter(SEQUENCE)
     cursor.element(SEQUENCE)  # the algorithm
-    bits = cursor.primitive(_BIT_STRING)
+    bits = cursor.primitive(BIT_STRING)
     cursor.leave()
     if not cursor.done() or not bits or bits[0] != 0:
         raise ValueError("not a SubjectPublicKeyInfo with whole-byte key bits")

@@ -28,6 +28,8 @@ from joins.ca import (
     HostCA,
     IssuedCredentials,
     KeyRejected,
+    _decode_roles,
+    _encode_roles,
     ca_from_record,
     ca_to_record,
     decrypt_private_key,
@@ -790,3 +792,20 @@ def test_a_crl_url_is_named_as_the_certificates_distribution_point(keys, host_ca
         check=True,
     ).stdout
     assert "X509v3 CRL Distribution Points" in text and f"URI:{url}" in text
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x31\x00",  # a SET, not a SEQUENCE
+        b"\x30\x03\x04\x01A",  # an OCTET STRING inside, not a UTF8String
+        b"\x30\x03\x0c\x01A\x00",  # trailing data
+        b"\x30\x05\x0c\x01A",  # the SEQUENCE claims more than there is
+        b"\x30\x03\x0c\x01\xff",  # not UTF-8
+    ],
+)
+def test_malformed_roles_are_refused(data: bytes) -> None:
+    with pytest.raises(ValueError):
+        _decode_roles(data)
+    assert _decode_roles(_encode_roles(["Node", "Db"])) == ["Node", "Db"]

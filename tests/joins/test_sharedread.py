@@ -21,8 +21,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(autouse=True)
 def _fresh():  # type: ignore[no-untyped-def]
-    if connection.vendor != "sqlite":
-        pytest.skip("the shared read connection is SQLite's (PostgreSQL reads through its pool)")
     authority.reset_cache()
     cache.clear()
     sharedread.close()
@@ -30,11 +28,27 @@ def _fresh():  # type: ignore[no-untyped-def]
     sharedread.close()
 
 
+@pytest.fixture
+def sqlite_only() -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("the shared read connection is SQLite's (PostgreSQL reads through its pool)")
+
+
+def test_only_sqlite_reads_on_the_shared_connection() -> None:
+    _token()
+    on_sqlite = connection.vendor == "sqlite"
+    assert sharedread.usable(connection) is on_sqlite
+
+    assert read_for_join("ec2-token", HOST_ID).token is not None
+
+    assert (_shared_connection() is not None) is on_sqlite
+
+
 def _shared_connection() -> object:
     return sharedread._shared.get(os.getpid())
 
 
-def test_the_read_outside_a_transaction_gives_the_rows_the_callers_connection_gives() -> None:
+def test_outside_a_transaction_it_reads_what_the_own_connection_reads(sqlite_only: None) -> None:
     _token()
     _host()
     authority.signing_material()
@@ -53,14 +67,14 @@ def test_the_read_outside_a_transaction_gives_the_rows_the_callers_connection_gi
     assert reads.ca_version == authority.ca_version()
 
 
-def test_every_thread_of_a_process_reads_on_one_connection() -> None:
+def test_every_thread_of_a_process_reads_on_one_connection(sqlite_only: None) -> None:
     _token()
     answers: list[object] = []
-    wrappers: set[int] = set()
+    wrappers: list[object] = []
 
     def read() -> None:
         answers.append(read_for_join("ec2-token", HOST_ID).token)
-        wrappers.add(id(_shared_connection()))
+        wrappers.append(_shared_connection())
         connection.close()  # the thread's own, if it opened one
 
     threads = [threading.Thread(target=read) for _ in range(6)]
@@ -71,10 +85,14 @@ def test_every_thread_of_a_process_reads_on_one_connection() -> None:
 
     assert len(answers) == 6
     assert all(token is not None and token == answers[0] for token in answers)
-    assert len(wrappers) == 1
+    assert len(wrappers) == 6
+    assert None not in wrappers
+    assert len({id(wrapper) for wrapper in wrappers}) == 1
 
 
-def test_a_forked_process_makes_a_connection_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_forked_process_makes_a_connection_of_its_own(
+    sqlite_only: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _token()
     read_for_join("ec2-token", HOST_ID)
     parents = _shared_connection()
@@ -86,7 +104,7 @@ def test_a_forked_process_makes_a_connection_of_its_own(monkeypatch: pytest.Monk
     sharedread.close()  # the "child's", under the patched pid
 
 
-def test_inside_a_transaction_the_callers_connection_reads_its_own_rows() -> None:
+def test_inside_a_transaction_the_callers_connection_reads_its_own_rows(sqlite_only: None) -> None:
     with transaction.atomic():
         _token("uncommitted")
         assert not sharedread.usable(connection)
@@ -95,7 +113,7 @@ def test_inside_a_transaction_the_callers_connection_reads_its_own_rows() -> Non
     assert _shared_connection() is None
 
 
-def test_a_failed_read_raises_djangos_error_and_the_next_read_reconnects() -> None:
+def test_a_failed_read_raises_djangos_error_and_the_next_read_reconnects(sqlite_only: None) -> None:
     _token()
     read_for_join("ec2-token", HOST_ID)
     broken = _shared_connection()
